@@ -1,0 +1,28 @@
+# rewardlab: preprocess → SFT → label → reward model → policy → evaluate → report.
+# The table of contents: config, validation, rule files, and the final targets.
+# Main job: `snakemake --cores all` (the default profile is workflow/profiles/default).
+from rewardlab.config import ConfigError, validate
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    validate(config)  # fills defaults; a bad key or value stops here, before any job runs
+except ConfigError as error:
+    raise SystemExit(f"rewardlab: {error}") from None
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/sft.smk"
+include: "workflow/rules/reward.smk"
+include: "workflow/rules/policy.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        summary_outputs(),
+    default_target: True

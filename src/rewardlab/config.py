@@ -1,0 +1,119 @@
+"""The experiment configuration: one YAML tree, validated against one JSON Schema before anything runs.
+
+``validate`` fills the schema's defaults in place and raises ``ConfigError`` naming the offending key
+(``policy.kl_coef: -1 is less than the minimum of 0``). The Snakefile calls it at parse time, so a bad
+config is refused before any job starts; ``rewardlab validate`` does the same from the shell.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 2000, "runtime": 30, "gpu": 0}
+STAGES = ("preprocess", "sft", "label", "reward", "policy", "evaluate")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased with the dotted key that causes it."""
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("rewardlab").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that also writes each property's ``default`` into the instance (jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        # Name the unknown key itself, not only its parent.
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        path = ".".join(filter(None, [path, extra[0] if extra else ""]))
+        return f"{path}: unknown key (allowed: {', '.join(sorted(error.schema.get('properties', {})))})"
+    return f"{path or '<root>'}: {error.message}"
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` in place, fill in defaults, and return it. Raises ``ConfigError``."""
+    if not isinstance(config, dict):
+        raise ConfigError("<root>: the configuration must be a mapping")
+    schema = load_schema()
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    # Two passes: defaults are filled on the first, so the second sees the completed tree.
+    for _ in range(2):
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            lines = "\n  ".join(_key_path(e) for e in errors)
+            raise ConfigError(f"invalid configuration:\n  {lines}")
+    _check_cross_fields(config)
+    return config
+
+
+def _check_cross_fields(config: dict[str, Any]) -> None:
+    policy = config["policy"]
+    if policy["prompts_per_step"] < policy["minibatches"]:
+        raise ConfigError(
+            f"policy.minibatches: {policy['minibatches']} is more than policy.prompts_per_step "
+            f"({policy['prompts_per_step']})"
+        )
+    if config["labels"]["num_prompts"] > config["data"]["num_prompts_train"]:
+        raise ConfigError(
+            f"labels.num_prompts: {config['labels']['num_prompts']} is more than data.num_prompts_train "
+            f"({config['data']['num_prompts_train']})"
+        )
+    budget = config["model"]["n_positions"]
+    if config["task"]["max_new_tokens"] + 8 > budget:
+        raise ConfigError(
+            f"task.max_new_tokens: {config['task']['max_new_tokens']} plus the prompt does not fit "
+            f"model.n_positions ({budget})"
+        )
+
+
+def deep_update(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into ``base`` (lists and scalars replace)."""
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def load(*paths: str | Path) -> dict[str, Any]:
+    """Load YAML files in order (later ones override earlier ones) and validate the merge."""
+    config: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the configuration must be a mapping")
+        deep_update(config, loaded)
+    return validate(config)
+
+
+def stage_resources(config: Mapping[str, Any], stage: str) -> dict[str, int]:
+    """Resources of one stage: built-in defaults < ``resources.default`` < ``resources.<stage>``."""
+    merged = dict(RESOURCE_DEFAULTS)
+    merged.update(config["resources"].get("default", {}))
+    merged.update(config["resources"].get(stage, {}))
+    return merged

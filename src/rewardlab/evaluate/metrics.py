@@ -1,0 +1,90 @@
+"""Evaluation metrics as pure functions over arrays (rlhf-reference.md §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def rankdata(x: Sequence[float]) -> np.ndarray:
+    """Ranks starting at 1, ties given their average rank."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sorted_x = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson on average ranks); nan when either side is constant."""
+    rx, ry = rankdata(x), rankdata(y)
+    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def pairwise_accuracy(delta: np.ndarray) -> float:
+    """Fraction of pairs with r(chosen) > r(rejected) (ties count half)."""
+    delta = np.asarray(delta)
+    return float(np.mean((delta > 0) + 0.5 * (delta == 0)))
+
+
+def calibration_bins(delta: np.ndarray, correct: np.ndarray, bins: int) -> list[dict[str, float]]:
+    """Reliability table of a pairwise RM (reference §3.5).
+
+    The model's confidence in its own preferred response is p̂ = σ(|Δ|) ∈ [0.5, 1]; ``correct`` says
+    whether that response is the labelled one. Returns one row per non-empty bin of [0.5, 1].
+    """
+    confidence = sigmoid(np.abs(delta))
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        sel = index == b
+        if sel.any():
+            rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "count": int(sel.sum()),
+                         "confidence": float(confidence[sel].mean()), "accuracy": float(correct[sel].mean())})
+    return rows
+
+
+def expected_calibration_error(delta: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    """ECE = Σ_b (n_b/N)·|acc_b − conf_b| over bins of the symmetrised confidence (reference §3.5)."""
+    rows = calibration_bins(delta, correct, bins)
+    total = sum(r["count"] for r in rows)
+    return float(sum(r["count"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows))
+
+
+def brier_against(delta: np.ndarray, p_true: np.ndarray) -> float:
+    """Mean squared error between the RM's preference probability σ(Δ) and the true p* (reference §3.5)."""
+    return float(np.mean((sigmoid(delta) - np.asarray(p_true)) ** 2))
+
+
+def win_rate(gold_policy: Sequence[float], gold_reference: Sequence[float]) -> float:
+    """P(R*(y_π) > R*(y_ref)) over paired samples, ties counting ½ (reference §3.7)."""
+    a, b = np.asarray(gold_policy), np.asarray(gold_reference)
+    return float(np.mean((a > b) + 0.5 * (a == b)))
+
+
+def distinct_n(responses: Sequence[Sequence[int]], n: int = 2) -> float:
+    """Distinct n-grams over all n-grams of all responses (Li et al. 2016; reference §3.8)."""
+    grams = [tuple(r[i : i + n]) for r in responses for i in range(len(r) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(responses: Sequence[Sequence[int]]) -> float:
+    """Fraction of responses in which some token immediately repeats itself."""
+    if not responses:
+        return 0.0
+    return float(np.mean([any(a == b for a, b in zip(r, r[1:])) for r in responses]))

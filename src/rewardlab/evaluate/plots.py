@@ -1,0 +1,52 @@
+"""Figures for the Snakemake report: RM calibration, and policy curves against √KL (reference §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def calibration_plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
+    """Accuracy per confidence bin against the diagonal (N+ ``rm_eval_calibration``; reference §3.5)."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0.5, 1.0], [0.5, 1.0], "k--", lw=1, label="perfect calibration")
+    for name, table in sorted(tables.items()):
+        ax.plot(table["confidence"], table["accuracy"], "o-", ms=4, label=name)
+    ax.set_xlabel("RM confidence σ(|Δ|)")
+    ax.set_ylabel("accuracy against labels")
+    ax.set_title("Reward-model calibration (held-out pairs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
+    """Proxy and gold reward against √KL over training, one colour per run (Gao et al. 2022, Fig. 1)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, history) in enumerate(sorted(histories.items())):
+        colour = colours[i % len(colours)]
+        smooth = history[["kl", "reward_proxy", "reward_gold"]].rolling(5, min_periods=1).mean()
+        root_kl = np.sqrt(smooth["kl"].clip(lower=0))
+        axes[0].plot(root_kl, smooth["reward_proxy"], "--", color=colour, label=f"{name} proxy")
+        axes[0].plot(root_kl, smooth["reward_gold"], "-", color=colour, label=f"{name} gold")
+        axes[1].plot(history["step"], smooth["reward_gold"], "-", color=colour, label=f"{name} gold")
+        axes[1].plot(history["step"], smooth["reward_proxy"], "--", color=colour, label=f"{name} proxy")
+    axes[0].set_xlabel("√KL(π ‖ π_SFT)  (nats^½, k1, rollouts)")
+    axes[0].set_ylabel("reward")
+    axes[0].set_title("Proxy (dashed) and gold (solid) against √KL")
+    axes[1].set_xlabel("RL step")
+    axes[1].set_title("Over training (moving average of 5 steps)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,120 @@
+"""Stage `evaluate` (policy): a policy's samples on held-out prompts, judged by the gold reward.
+
+For each held-out prompt, ``evaluate.samples_per_prompt`` responses from the policy and as many from the
+SFT policy (the reference), both at ``evaluate.temperature``:
+  reward_proxy     normalised RM score of the policy's samples
+  reward_gold      gold reward R*
+  kl               Σ_t log π(y_t|s_t) − log π_ref(y_t|s_t) per response (k1, unbiased), mean; kl_k3 too
+  entropy          mean per-token entropy of π along its samples
+  length           response tokens before EOS; eos_rate, repetition too
+  win_rate_vs_sft  P(R*(y_π) > R*(y_sft)) on the same prompts, ties ½
+  distinct_2       distinct bigrams / bigrams over all responses
+Writes metrics.json, samples.jsonl (prompt, response, gold, proxy) and run.json.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from rewardlab.evaluate import metrics as M
+from rewardlab.models.build import load_policy, load_reward_model
+from rewardlab.rl.advantages import masked_mean
+from rewardlab.rl.kl import kl_estimate
+from rewardlab.rl.rollout import logprobs_and_entropy, rows_to_lists, sample
+from rewardlab.runinfo import read_jsonl, seed_everything, write_jsonl, write_metrics, write_run_info
+from rewardlab.tasks.gold import SentiGramGold
+from rewardlab.train.common import make_accelerator, parse_config, stage_parser
+from rewardlab.train.policy import RewardFunction
+
+
+@torch.no_grad()
+def evaluate(policy, reference, reward_fn, gold: SentiGramGold, prompts: list[list[int]], cfg: dict,
+             tokenizer, device: torch.device, batch_size: int = 256) -> tuple[dict, list[dict]]:
+    ecfg, task = cfg["evaluate"], cfg["task"]
+    rows = [p for p in prompts for _ in range(ecfg["samples_per_prompt"])]
+    stats = {k: [] for k in ("proxy", "gold", "gold_sft", "kl", "kl_k3", "entropy", "length", "eos")}
+    responses_all: list[list[int]] = []
+    samples = []
+    generator_state = torch.random.get_rng_state()
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        rollout = sample(policy, chunk, max_new_tokens=task["max_new_tokens"], temperature=ecfg["temperature"],
+                         eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, device=device)
+        mask = rollout.response_mask.float()
+        logp, entropy = logprobs_and_entropy(policy, rollout, ecfg["temperature"])
+        ref_logp, _ = logprobs_and_entropy(reference, rollout, ecfg["temperature"])
+        responses = rows_to_lists(rollout)
+        golds = gold.rewards(chunk, responses)
+        proxy = reward_fn(rollout).tolist()
+        stats["proxy"] += proxy
+        stats["gold"] += golds
+        stats["kl"] += (kl_estimate(logp, ref_logp, "k1") * mask).sum(-1).tolist()
+        stats["kl_k3"] += (kl_estimate(logp, ref_logp, "k3") * mask).sum(-1).tolist()
+        stats["entropy"] += masked_mean(entropy, mask, dim=-1).tolist()
+        stats["length"] += (rollout.lengths - rollout.has_eos.long()).tolist()
+        stats["eos"] += rollout.has_eos.float().tolist()
+        responses_all += [r[:-1] if r and r[-1] == tokenizer.eos_token_id else r for r in responses]
+        samples += [{"prompt": tokenizer.decode(p), "response": tokenizer.decode(r), "gold": g, "proxy": q}
+                    for p, r, g, q in zip(chunk, responses, golds, proxy)]
+    # Reference samples on the same prompts, from a fixed stream so every policy meets the same ones.
+    torch.manual_seed(ecfg["seed"] + 1)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        rollout = sample(reference, chunk, max_new_tokens=task["max_new_tokens"], temperature=ecfg["temperature"],
+                         eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, device=device)
+        stats["gold_sft"] += gold.rewards(chunk, rows_to_lists(rollout))
+    torch.random.set_rng_state(generator_state)
+
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    result = {
+        "reward_proxy": mean(stats["proxy"]),
+        "reward_gold": mean(stats["gold"]),
+        "kl": mean(stats["kl"]),
+        "kl_k3": mean(stats["kl_k3"]),
+        "entropy": mean(stats["entropy"]),
+        "length": mean(stats["length"]),
+        "eos_rate": mean(stats["eos"]),
+        "win_rate_vs_sft": M.win_rate(stats["gold"], stats["gold_sft"]),
+        "distinct_2": M.distinct_n(responses_all, 2),
+        "repetition": M.repetition_rate(responses_all),
+        "samples": len(rows),
+    }
+    return result, samples
+
+
+def main() -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--policy", required=True, help="The policy to evaluate (the SFT folder for SFT).")
+    parser.add_argument("--sft", required=True, help="The reference policy.")
+    parser.add_argument("--rm", required=True, help="The reward model that gives reward_proxy.")
+    parser.add_argument("--data", required=True)
+    args = parser.parse_args()
+    config = parse_config(args.config)
+    started = time.time()
+    seed_everything(config["evaluate"]["seed"])
+    accelerator = make_accelerator(config, args.threads)
+    device = accelerator.device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(args.sft)
+    policy = load_policy(args.policy).to(device).eval()
+    reference = load_policy(args.sft).to(device).eval()
+    reward_fn = RewardFunction(load_reward_model(args.rm), device)
+    gold = SentiGramGold(tokenizer, config["task"])
+    prompts = tokenizer([r["prompt"] for r in read_jsonl(Path(args.data) / "prompts_test.jsonl")],
+                        add_special_tokens=False)["input_ids"]
+    result, samples = evaluate(policy, reference, reward_fn, gold, prompts, config, tokenizer, device)
+    write_jsonl(out / "samples.jsonl", samples)
+    write_run_info(out, "evaluate_policy", config, config["evaluate"]["seed"], started, str(device),
+                   {"policy": args.policy, "rm": args.rm})
+    write_metrics(out, result)
+
+
+if __name__ == "__main__":
+    main()

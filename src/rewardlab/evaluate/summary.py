@@ -1,0 +1,107 @@
+"""Stage `summary`: one table of every RM and policy evaluation (CSV, Markdown, HTML) and the report figures.
+
+Rows are runs; a run's name says what it is (``ppo-bt-s0``: PPO against the BT reward model, seed 0;
+``sft-bt-s0``: the SFT policy scored by that RM). Runs that differ only by seed are also aggregated as
+mean ± 2·SE (columns ``<metric>_2se``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rewardlab.evaluate.plots import calibration_plot, policy_curves
+from rewardlab.runinfo import atomic_write_text
+
+POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
+                  "distinct_2", "eos_rate", "repetition"]
+RM_COLUMNS = ["accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "margin"]
+RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
+
+
+def load_metrics(folders: list[str]) -> pd.DataFrame:
+    rows = []
+    for folder in folders:
+        with open(Path(folder) / "metrics.json") as handle:
+            metrics = json.load(handle)
+        name = Path(folder).name
+        match = RUN_NAME.match(name)
+        rows.append({"run": name, "group": match["group"] if match else name,
+                     "seed": int(match["seed"]) if match else None, **metrics})
+    return pd.DataFrame(rows)
+
+
+def aggregate(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Mean ± 2·SE over seeds per group (SE = std/√n, 0 for a single seed)."""
+    present = [c for c in columns if c in frame]
+    grouped = frame.groupby("group")[present]
+    mean = grouped.mean()
+    count = grouped.count()
+    se = (grouped.std(ddof=1) / np.sqrt(count)).fillna(0.0)
+    out = mean.copy()
+    for c in present:
+        out[f"{c}_2se"] = 2 * se[c]
+    out.insert(0, "seeds", count[present[0]])
+    return out.reset_index()
+
+
+def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
+    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    lines = []
+    for _, row in frame.iterrows():
+        cells = [f"{row[c]:.3f}" if isinstance(row[c], (float, np.floating)) else str(row[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return header + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rm-evals", nargs="+", required=True)
+    parser.add_argument("--policy-evals", nargs="+", required=True)
+    parser.add_argument("--histories", nargs="*", default=[], help="Policy training folders (history.csv).")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    out = Path(args.out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+
+    rm = load_metrics(args.rm_evals)
+    policy = load_metrics(args.policy_evals)
+    rm_cols = ["run"] + [c for c in RM_COLUMNS if c in rm]
+    policy_cols = ["run"] + [c for c in POLICY_COLUMNS if c in policy]
+    atomic_write_text(out / "summary_rm.csv", rm[rm_cols].to_csv(index=False, float_format="%.6g"))
+    # The main table: one row per evaluated policy, with the metrics of the reward model it was scored by.
+    policy["reward_model"] = policy["run"].str.split("-", n=1).str[1]
+    rm_prefixed = rm[rm_cols].rename(columns={c: f"rm_{c}" for c in rm_cols if c != "run"})
+    table = policy[policy_cols + ["reward_model"]].merge(rm_prefixed, left_on="reward_model", right_on="run",
+                                                         how="left", suffixes=("", "_rm")).drop(columns="run_rm")
+    atomic_write_text(out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
+    policy_agg = aggregate(policy, POLICY_COLUMNS)
+    rm_agg = aggregate(rm, RM_COLUMNS)
+    atomic_write_text(out / "summary_aggregate.csv",
+                      pd.concat([rm_agg.assign(kind="rm"), policy_agg.assign(kind="policy")])
+                      .to_csv(index=False, float_format="%.6g"))
+
+    markdown = ("# Summary\n\n## Reward models (held-out pairs)\n\n" + markdown_table(rm, rm_cols)
+                + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
+                + markdown_table(policy, policy_cols))
+    atomic_write_text(out / "summary.md", markdown)
+    html = ("<h3>Reward models (held-out pairs)</h3>" + rm[rm_cols].to_html(index=False, float_format="%.3f")
+            + "<h3>Policies (held-out prompts)</h3>"
+            + policy[policy_cols].to_html(index=False, float_format="%.3f")
+            + "<h3>Mean ± 2·SE over seeds</h3>"
+            + pd.concat([rm_agg, policy_agg]).to_html(index=False, float_format="%.3f", na_rep=""))
+    atomic_write_text(out / "summary.html", html)
+
+    calibration = {Path(f).name: pd.read_csv(Path(f) / "calibration.csv") for f in args.rm_evals}
+    calibration_plot(calibration, out / "plots" / "rm_calibration.png")
+    histories = {Path(f).name: pd.read_csv(Path(f) / "history.csv") for f in args.histories}
+    policy_curves(histories, out / "plots" / "policy_curves.png")
+
+
+if __name__ == "__main__":
+    main()

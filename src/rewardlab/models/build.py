@@ -1,0 +1,119 @@
+"""Build or load the policy, reward and value models (Hugging Face formats, safetensors on disk).
+
+* policy: any causal LM (``AutoModelForCausalLM``); the embedded default is a tiny GPT-2 from scratch;
+* reward model: the SFT backbone with a scalar head read at the last non-pad token
+  (``AutoModelForSequenceClassification(num_labels=1)``, rlhf-reference.md §1);
+* value model: a reward model whose head is applied at every position (``token_values``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+)
+
+# Post-hoc RM normalisation (§1.12) lives in the model's config.json under this key.
+NORMALISATION_KEY = "rewardlab_reward_normalisation"
+
+
+def build_tiny_gpt(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, n_layer: int, n_head: int,
+                   n_embd: int, n_positions: int) -> GPT2LMHeadModel:
+    """A small GPT-2 trained from scratch. Dropout is off everywhere (pitfall §6.3)."""
+    config = GPT2Config(
+        vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
+        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, tie_word_embeddings=True,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def load_policy(path: str | Path, trust_remote_code: bool = False) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0 (TRL ``disable_dropout=True``; pitfall §6.3)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def reward_model_from_backbone(path: str | Path, seed: int, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The SFT backbone plus a fresh scalar head, initialised N+-style: normal(std=1/sqrt(H+1)), bias 0."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, trust_remote_code=trust_remote_code
+    )
+    head = score_head(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        hidden = head.weight.shape[1]
+        head.weight.copy_(torch.randn(head.weight.shape, generator=generator) / math.sqrt(hidden + 1))
+        if head.bias is not None:
+            head.bias.zero_()
+    disable_dropout(model)
+    return model
+
+
+def load_reward_model(path: str | Path, trust_remote_code: bool = False) -> PreTrainedModel:
+    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+    disable_dropout(model)
+    return model
+
+
+def score_head(model: PreTrainedModel) -> torch.nn.Linear:
+    """The scalar head of a sequence-classification model (``score`` in GPT-2, Llama, Qwen, GPT-NeoX)."""
+    head = getattr(model, "score", None)
+    if not isinstance(head, torch.nn.Linear):
+        raise TypeError(f"{type(model).__name__} has no linear `score` head; cannot use it as a reward model")
+    return head
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as ``generate`` computes them."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)
+
+
+def hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Last-layer hidden states of the backbone of a sequence-classification model."""
+    out = model.base_model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+    )
+    return out.last_hidden_state
+
+
+def token_values(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The scalar head applied at every position: V(s_t) for a value model initialised from the RM."""
+    head = score_head(model)
+    hidden = hidden_states(model, input_ids, attention_mask)
+    return head(hidden.to(head.weight.dtype)).squeeze(-1)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-pad token of each row (works for left and right padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(-1)
+
+
+def sequence_scores(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """r_φ(x, y): the head read at the last non-pad token (pitfall §6.1), raw (not normalised)."""
+    values = token_values(model, input_ids, attention_mask)
+    return values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
+
+
+def reward_normalisation(model: PreTrainedModel) -> tuple[float, float]:
+    """(mean, std) of the RM on SFT samples, stored at training time; (0, 1) when absent."""
+    stats = getattr(model.config, NORMALISATION_KEY, None) or {}
+    return float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,109 @@
+"""Rollouts: batched sampling with a KV cache, then log-probs, values and scores without redundant passes.
+
+A rollout holds one row per sample: the prompt left-padded to a common width P, then the response
+right-padded to width R. Tokens after the first EOS are replaced by padding and masked out (pitfall §6.1),
+so the last non-pad token of a row is its EOS (or its last token when it never terminated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from rewardlab.data.batching import pad_left
+from rewardlab.models.build import position_ids_from_mask
+
+
+@dataclass
+class Rollout:
+    """Sampled responses, aligned for scoring and updates."""
+
+    input_ids: torch.Tensor  # (B, P+R) prompt (left-padded) then response (right-padded)
+    attention_mask: torch.Tensor  # (B, P+R)
+    prompt_width: int  # P
+    response_mask: torch.Tensor  # (B, R) 1 on response tokens up to and including EOS
+    has_eos: torch.Tensor  # (B,) bool
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_width :]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Response tokens, EOS included."""
+        return self.response_mask.sum(-1)
+
+    def select(self, index: torch.Tensor) -> Rollout:
+        return Rollout(self.input_ids[index], self.attention_mask[index], self.prompt_width,
+                       self.response_mask[index], self.has_eos[index])
+
+    def to(self, device: torch.device) -> Rollout:
+        return Rollout(self.input_ids.to(device), self.attention_mask.to(device), self.prompt_width,
+                       self.response_mask.to(device), self.has_eos.to(device))
+
+
+def truncate_after_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                      torch.Tensor]:
+    """Mask everything after the first EOS. Returns (responses, mask, has_eos)."""
+    is_eos = responses == eos_id
+    # Number of EOS tokens strictly before each position; a position is valid if none came before it.
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    mask = (eos_before == 0).long()
+    responses = responses.masked_fill(mask == 0, pad_id)
+    return responses, mask, is_eos.any(dim=1)
+
+
+@torch.no_grad()
+def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
+           eos_id: int, pad_id: int, device: torch.device, greedy: bool = False) -> Rollout:
+    """Sample one response per prompt row (repeat rows for several samples) with HF ``generate``.
+
+    top-k and top-p are off, so the sampling distribution is exactly softmax(logits / temperature), the
+    one whose log-probs the objectives use.
+    """
+    prompt_ids, prompt_mask = pad_left(prompts, pad_id)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    was_training = policy.training
+    policy.eval()
+    kwargs = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0,
+                                                  "top_p": 1.0}
+    generated = policy.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, min_new_tokens=0,
+        eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **kwargs,
+    )
+    policy.train(was_training)
+    width = prompt_ids.shape[1]
+    responses, response_mask, has_eos = truncate_after_eos(generated[:, width:], eos_id, pad_id)
+    if responses.shape[1] == 0:  # generate may stop at once; keep a 1-token placeholder column
+        responses = torch.full((len(prompts), 1), pad_id, device=device)
+        response_mask = torch.zeros_like(responses)
+    input_ids = torch.cat([prompt_ids, responses], dim=1)
+    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
+    return Rollout(input_ids, attention_mask, width, response_mask, has_eos)
+
+
+def response_logits(model: PreTrainedModel, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """Logits ÷ temperature at the positions that predict response tokens: (B, R, V)."""
+    out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                position_ids=position_ids_from_mask(rollout.attention_mask))
+    logits = out.logits[:, rollout.prompt_width - 1 : -1, :].float()
+    return logits / temperature
+
+
+def logprobs_and_entropy(model: PreTrainedModel, rollout: Rollout,
+                         temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(y_t | s_t) at the sampling temperature (pitfall §6.2) and the policy's entropy at each t."""
+    logits = response_logits(model, rollout, temperature)
+    logp_all = F.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def rows_to_lists(rollout: Rollout) -> list[list[int]]:
+    """The response ids of each row, EOS included, without padding."""
+    return [row[mask.bool()].tolist() for row, mask in zip(rollout.response_ids.cpu(), rollout.response_mask.cpu())]

@@ -1,0 +1,31 @@
+rule summary:
+    input:
+        rm=expand(f"{RESULTS}/eval/rm/{{run}}/metrics.json", run=rm_runs()),
+        calibration=expand(f"{RESULTS}/eval/rm/{{run}}/calibration.csv", run=rm_runs()),
+        policy=expand(f"{RESULTS}/eval/policy/{{run}}/metrics.json", run=policy_runs()),
+        histories=expand(f"{RESULTS}/policy/{{run}}/history.csv", run=trained_policy_runs()),
+    output:
+        markdown=f"{RESULTS}/eval/summary.md",
+        csv=f"{RESULTS}/eval/summary.csv",
+        rm=f"{RESULTS}/eval/summary_rm.csv",
+        aggregate=f"{RESULTS}/eval/summary_aggregate.csv",
+        html=report(f"{RESULTS}/eval/summary.html", caption="../report/summary.rst", category="Summary"),
+        calibration=report(f"{RESULTS}/eval/plots/rm_calibration.png", caption="../report/calibration.rst",
+                           category="Reward models"),
+        curves=report(f"{RESULTS}/eval/plots/policy_curves.png", caption="../report/policy_curves.rst",
+                      category="Policies"),
+    params:
+        rm=expand(f"{RESULTS}/eval/rm/{{run}}", run=rm_runs()),
+        policy=expand(f"{RESULTS}/eval/policy/{{run}}", run=policy_runs()),
+        histories=expand(f"{RESULTS}/policy/{{run}}", run=trained_policy_runs()),
+        out=f"{RESULTS}/eval",
+    log:
+        f"{LOGS}/summary.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    shell:
+        "{PYTHON} -m rewardlab.evaluate.summary --rm-evals {params.rm:q} --policy-evals {params.policy:q}"
+        " --histories {params.histories:q} --out {params.out:q} 2> {log:q}"

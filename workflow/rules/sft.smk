@@ -1,0 +1,21 @@
+rule sft:
+    input:
+        rules.preprocess.output,
+    output:
+        model_files(f"{RESULTS}/sft"),
+        stage_files(f"{RESULTS}/sft"),
+        history=f"{RESULTS}/sft/history.csv",
+    params:
+        cfg=lambda w: stage_config("sft"),
+        data=DATA,
+        out=f"{RESULTS}/sft",
+    log:
+        f"{LOGS}/sft.log",
+    threads: res("sft", "threads")
+    resources:
+        mem_mb=res("sft", "mem_mb"),
+        runtime=res("sft", "runtime"),
+        gpu=res("sft", "gpu"),
+    shell:
+        "{PYTHON} -m rewardlab.train.sft --config {params.cfg:q} --data {params.data:q} --out {params.out:q}"
+        " --threads {threads} 2> {log:q}"
