@@ -32,10 +32,18 @@ STAGE_KEYS = {
 }
 
 
+# Sweep lists are wildcards, not parameters: adding a loss or an algorithm reruns nothing that exists.
+SWEEP_KEYS = {"reward": "losses", "policy": "algorithms"}
+
+
 def stage_config(stage):
     """The stage's slice of the validated config as JSON (passed quoted on the command line)."""
     keys = COMMON_KEYS + STAGE_KEYS[stage]
-    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+    sliced = {k: config[k] for k in keys}
+    for section, sweep in SWEEP_KEYS.items():
+        if section in sliced:
+            sliced[section] = {k: v for k, v in sliced[section].items() if k != sweep}
+    return json.dumps(sliced, sort_keys=True)
 
 
 def res(stage, key):

@@ -88,7 +88,8 @@ def summarise(rows: list[dict], prefix: str) -> dict[str, float]:
     return {
         f"{prefix}_pairs": len(rows),
         f"{prefix}_label_agreement_gold": agree / max(1, len(decided)),
-        f"{prefix}_mean_abs_gold_gap": sum(abs(r["score_chosen"] - r["score_rejected"]) for r in rows) / max(1, len(rows)),
+        f"{prefix}_mean_abs_gold_gap":
+            sum(abs(r["score_chosen"] - r["score_rejected"]) for r in rows) / max(1, len(rows)),
     }
 
 

@@ -85,7 +85,7 @@ def run(config: dict, data_dir: Path, out: Path, threads: int = 1) -> tuple[dict
             optimizer.zero_grad(set_to_none=True)
             step += 1
             next(bar_iter, None)
-            history.append({"step": step, "epoch": epoch, "train_loss": float(loss),
+            history.append({"step": step, "epoch": epoch, "train_loss": loss.item(),
                             "lr": scheduler.get_last_lr()[0]})
         valid = mean_loss(model, valid_docs, tokenizer.pad_token_id, 256, accelerator.device)
         history[-1]["valid_loss"] = valid

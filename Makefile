@@ -1,0 +1,36 @@
+# Two commands a newcomer needs: `make run` (the default experiment + report) and `make test`.
+# Both create the virtual environment first. TORCH is pinned to the CPU build these machines carry;
+# on a GPU machine use e.g. `make run TORCH="torch>=2.4,<2.15"`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+CORES ?= all
+
+.PHONY: install run quick test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+run: install
+	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores $(CORES) --report results/default/report.html
+	@echo "Report: results/default/report.html  Table: results/default/eval/summary.md"
+
+quick: install
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/experiments/quick.yaml
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/experiments/quick.yaml --report results/quick/report.html
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+
+test: lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf results data/processed .snakemake

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny config, and the stages run once on tiny inputs (in-process, seconds)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from rewardlab import config as C
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "device": "cpu",
+    "progress": False,
+    "data": {"name": "tiny", "num_sft_train": 400, "num_sft_valid": 50, "num_prompts_train": 48,
+             "num_prompts_test": 16},
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64},
+    "sft": {"epochs": 2, "batch_size": 32, "lr": 0.003},
+    "labels": {"num_prompts": 48, "samples_per_prompt": 4},
+    "reward": {"epochs": 1, "batch_size": 16, "normalise_samples": 64},
+    "policy": {"steps": 3, "prompts_per_step": 8, "minibatches": 2, "epochs": 2},
+    "evaluate": {"samples_per_prompt": 1},
+}
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    return C.validate(copy.deepcopy(TINY))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> dict:
+    """preprocess → sft → label → reward (BT) on tiny inputs; returns the folders and configs."""
+    from rewardlab.data import label, preprocess
+    from rewardlab.train import reward, sft
+
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = C.validate(copy.deepcopy(TINY))
+    data = root / "data"
+    preprocess.run(cfg, data)
+    sft_metrics, sft_history, _ = sft.run(cfg, data, root / "sft")
+    label_metrics, _ = label.run(cfg, data, root / "sft", root / "labels")
+    rm_metrics, rm_history, _ = reward.run(cfg, "bt", 0, root / "labels", root / "sft", root / "rm")
+    return {"root": root, "config": cfg, "data": data, "sft": root / "sft", "labels": root / "labels",
+            "rm": root / "rm", "sft_metrics": sft_metrics, "sft_history": sft_history,
+            "label_metrics": label_metrics, "rm_metrics": rm_metrics, "rm_history": rm_history}

@@ -1,0 +1,55 @@
+"""The config schema: defaults, and errors that name the key before any job runs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rewardlab import config as C
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_and_experiment_configs_validate():
+    cfg = C.load(ROOT / "config/config.yaml")
+    assert cfg["policy"]["algorithms"] == ["ppo", "reinforce"]
+    quick = C.load(ROOT / "config/config.yaml", ROOT / "config/experiments/quick.yaml")
+    assert quick["name"] == "quick" and quick["reward"]["losses"] == ["bt"]
+
+
+def test_defaults_are_filled_from_the_schema():
+    cfg = C.validate({})
+    assert cfg["policy"]["clip"] == 0.2
+    assert cfg["resources"]["sft"] == {}
+    assert C.stage_resources(cfg, "sft") == C.RESOURCE_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"policy": {"kl_coef": -1}}, "policy.kl_coef"),
+        ({"policy": {"algorithms": ["ppo", "nope"]}}, "policy.algorithms.1"),
+        ({"reward": {"lr": "fast"}}, "reward.lr"),
+        ({"sft": {"epochs": 2, "epochz": 3}}, "sft.epochz"),
+        ({"typo_section": {}}, "typo_section"),
+        ({"labels": {"flip_rate": 0.7}}, "labels.flip_rate"),
+        ({"resources": {"sft": {"gpu": -1}}}, "resources.sft.gpu"),
+        ({"policy": {"prompts_per_step": 2, "minibatches": 4}}, "policy.minibatches"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(C.ConfigError, match=key.replace(".", r"\.")):
+        C.validate(override)
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"policy": {"kl_coef": -0.5}}))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    proc = subprocess.run([str(snakemake), "-n", "--cores", "1", "--configfile", str(bad)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "policy.kl_coef" in proc.stdout + proc.stderr
+    assert "Job stats" not in proc.stdout + proc.stderr

@@ -1,0 +1,161 @@
+"""RL estimators and objectives against independent references: plain loops and hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from rewardlab.rl.advantages import (
+    baseline_advantages,
+    gae,
+    masked_whiten,
+    sequence_returns,
+    shaped_rewards,
+)
+from rewardlab.rl.algorithms import MiniBatch, Reinforce
+from rewardlab.rl.kl import kl_estimate
+from rewardlab.rl.objectives import clipped_surrogate, clipped_value_loss, policy_gradient
+from rewardlab.rl.rollout import truncate_after_eos
+
+
+def close(tensor: torch.Tensor, expected) -> bool:
+    return torch.allclose(tensor.float(), torch.tensor(expected, dtype=torch.float), atol=1e-5)
+
+
+def reference_gae(rewards, values, length, gamma, lam):
+    """A plain reverse loop over one sequence of ``length`` valid steps, V(s_{T+1}) = 0."""
+    adv = [0.0] * length
+    last = 0.0
+    for t in reversed(range(length)):
+        next_v = values[t + 1] if t + 1 < length else 0.0
+        delta = rewards[t] + gamma * next_v - values[t]
+        last = delta + gamma * lam * last
+        adv[t] = last
+    return adv
+
+
+def test_gae_matches_plain_loop_with_padding():
+    torch.manual_seed(0)
+    rewards = torch.randn(3, 6)
+    values = torch.randn(3, 6)
+    lengths = [6, 4, 1]
+    mask = torch.tensor([[1] * n + [0] * (6 - n) for n in lengths], dtype=torch.float)
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    for i, n in enumerate(lengths):
+        expected = reference_gae(rewards[i].tolist(), values[i].tolist(), n, 0.9, 0.8)
+        assert adv[i, :n].tolist() == pytest.approx(expected, abs=1e-5)
+        assert adv[i, n:].abs().sum() == 0
+        assert ret[i, :n].tolist() == pytest.approx([a + v for a, v in zip(expected, values[i, :n].tolist())],
+                                                    abs=1e-5)
+
+
+def test_gae_hand_computed():
+    # r = [0, 1], V = [0.5, 0.25], γ = 1, λ = 0.5:
+    # δ1 = 1 − 0.25 = 0.75; δ0 = 0 + 0.25 − 0.5 = −0.25; A0 = −0.25 + 0.5·0.75 = 0.125
+    adv, _ = gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.25]]), torch.ones(1, 2), 1.0, 0.5)
+    assert adv[0].tolist() == pytest.approx([0.125, 0.75])
+
+
+def test_gae_with_lambda_one_gamma_one_is_reward_to_go_minus_value():
+    torch.manual_seed(1)
+    rewards, values = torch.randn(2, 5), torch.randn(2, 5)
+    mask = torch.ones(2, 5)
+    adv, _ = gae(rewards, values, mask, 1.0, 1.0)
+    reward_to_go = torch.flip(torch.cumsum(torch.flip(rewards, [1]), 1), [1])
+    assert torch.allclose(adv, reward_to_go - values, atol=1e-5)
+
+
+def test_shaped_rewards_put_score_on_last_valid_token():
+    kl = torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    rewards = shaped_rewards(torch.tensor([2.0, -1.0]), kl, mask, kl_coef=0.5)
+    assert close(rewards, [[-0.05, -0.1, 2.0 - 0.15], [-1.0 - 0.25, 0.0, 0.0]])
+    assert sequence_returns(rewards, mask).tolist() == pytest.approx([2.0 - 0.3, -1.25])
+
+
+def test_kl_estimators_on_known_values():
+    logp = torch.tensor([math.log(0.5)])
+    ref = torch.tensor([math.log(0.25)])
+    # log r = log(0.25/0.5) = −log 2
+    assert kl_estimate(logp, ref, "k1").item() == pytest.approx(math.log(2))
+    assert kl_estimate(logp, ref, "k2").item() == pytest.approx(0.5 * math.log(2) ** 2)
+    assert kl_estimate(logp, ref, "k3").item() == pytest.approx(0.5 - 1 + math.log(2))
+
+
+def test_k1_and_k3_are_unbiased_and_k3_nonnegative():
+    torch.manual_seed(0)
+    q = torch.tensor([0.6, 0.3, 0.1])
+    p = torch.tensor([0.2, 0.5, 0.3])
+    true_kl = float((q * (q / p).log()).sum())
+    samples = torch.multinomial(q, 200_000, replacement=True)
+    logq, logp = q.log()[samples], p.log()[samples]
+    k1, k3 = kl_estimate(logq, logp, "k1"), kl_estimate(logq, logp, "k3")
+    assert k1.mean().item() == pytest.approx(true_kl, abs=0.01)
+    assert k3.mean().item() == pytest.approx(true_kl, abs=0.01)
+    assert (k3 >= 0).all()
+    assert (k1 < 0).any()  # k1 can be negative per sample
+
+
+def test_clipped_surrogate_hand_computed():
+    # ratios e^{0.5} ≈ 1.6487 (A = +1 → clipped at 1.2) and e^{−0.5} ≈ 0.6065 (A = −2 → clipped at 0.8)
+    logp = torch.tensor([[0.5, -0.5]])
+    old = torch.zeros(1, 2)
+    adv = torch.tensor([[1.0, -2.0]])
+    loss, clipfrac = clipped_surrogate(logp, old, adv, torch.ones(1, 2), clip=0.2)
+    # token 0: max(−1.6487, −1.2) = −1.2 ; token 1: max(2·0.6065, 2·0.8) = 1.6
+    assert loss.item() == pytest.approx((-1.2 + 1.6) / 2)
+    assert clipfrac.item() == pytest.approx(1.0)
+    loss_small, clipfrac_small = clipped_surrogate(torch.tensor([[0.05]]), torch.zeros(1, 1), torch.tensor([[1.0]]),
+                                                   torch.ones(1, 1), clip=0.2)
+    assert loss_small.item() == pytest.approx(-math.exp(0.05))
+    assert clipfrac_small.item() == 0.0
+
+
+def test_clipped_value_loss_hand_computed():
+    values = torch.tensor([[1.0, 0.0]])
+    old = torch.tensor([[0.0, 0.0]])
+    returns = torch.tensor([[2.0, 1.0]])
+    loss, _ = clipped_value_loss(values, old, returns, torch.ones(1, 2), clip=0.2)
+    # token 0: V = 1, V_clip = 0.2 → max((1−2)², (0.2−2)²) = 3.24 ; token 1: max(1, 1) = 1
+    assert loss.item() == pytest.approx(0.5 * (3.24 + 1.0) / 2)
+
+
+def test_policy_gradient_gradient_is_advantage_times_score_function():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    adv = torch.tensor([[3.0, -1.0]])
+    loss = policy_gradient(logp, logp.detach(), adv, torch.ones(1, 2))
+    loss.backward()
+    assert close(logp.grad, [[-1.5, 0.5]])
+
+
+def test_reinforce_moving_average_baseline():
+    algo = Reinforce({"baseline_decay": 0.5, "whiten_advantages": False})
+    mask = torch.ones(2, 2)
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
+    adv, _ = algo.advantages(rewards, None, mask)
+    assert close(adv, [[-1.0, -1.0], [1.0, 1.0]])  # b = first batch mean = 2
+    adv, _ = algo.advantages(torch.tensor([[0.0, 4.0], [0.0, 4.0]]), None, mask)
+    assert close(adv, [[2.0, 2.0], [2.0, 2.0]])  # b = 2 before the update
+    assert algo.baseline == pytest.approx(3.0)  # 0.5·2 + 0.5·4
+    batch = MiniBatch(logp=torch.zeros(2, 2), old_logp=torch.zeros(2, 2), advantages=adv, returns=adv, mask=mask)
+    assert algo.loss(batch)[0].item() == pytest.approx(-2.0)
+
+
+def test_baseline_advantages_and_whitening():
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    adv = baseline_advantages(torch.tensor([1.0, 4.0]), 2.0, mask)
+    assert adv.tolist() == [[-1.0, -1.0, 0.0], [2.0, 0.0, 0.0]]
+    white = masked_whiten(adv, mask)
+    valid = white[mask.bool()]
+    assert valid.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert valid.var(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    assert white[~mask.bool()].abs().sum() == 0
+
+
+def test_truncate_after_eos():
+    eos, pad = 2, 0
+    responses = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 9, 9, 9]])
+    out, mask, has_eos = truncate_after_eos(responses, eos, pad)
+    assert out.tolist() == [[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert has_eos.tolist() == [True, False, True]

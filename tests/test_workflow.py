@@ -1,0 +1,78 @@
+"""The whole DAG on config/experiments/quick.yaml in a temporary directory, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+QUICK = "config/experiments/quick.yaml"
+
+RM_METRICS = {"accuracy", "accuracy_gold", "ece", "brier", "spearman_gold"}
+POLICY_METRICS = {"reward_proxy", "reward_gold", "kl", "entropy", "length", "win_rate_vs_sft", "distinct_2"}
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", QUICK, *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in workdir.glob("results/quick/logs/**/*.log"))
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{logs}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("workflow")
+    for name in ("Snakefile", "workflow", "config"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    (work / "profiles").symlink_to("workflow/profiles")
+    snakemake(work)
+    return work
+
+
+@pytest.mark.workflow
+def test_quick_dag_writes_every_contracted_output(quick_run):
+    results = quick_run / "results/quick"
+    for stage in ("sft", "rm/bt-s0", "policy/ppo-bt-s0", "policy/reinforce-bt-s0"):
+        folder = results / stage
+        for name in ("metrics.json", "history.csv", "run.json", "model.safetensors", "config.json"):
+            assert (folder / name).is_file(), f"{folder}/{name}"
+        run = json.loads((folder / "run.json").read_text())
+        assert {"config", "seed", "versions", "git_revision", "wall_time_s", "device"} <= set(run)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert all(isinstance(v, (int, float)) for v in metrics.values())
+    assert RM_METRICS <= set(json.loads((results / "eval/rm/bt-s0/metrics.json").read_text()))
+    for run_name in ("sft-bt-s0", "ppo-bt-s0", "reinforce-bt-s0"):
+        metrics = json.loads((results / f"eval/policy/{run_name}/metrics.json").read_text())
+        assert POLICY_METRICS <= set(metrics)
+    summary = pd.read_csv(results / "eval/summary.csv")
+    assert list(summary["run"]) == ["sft-bt-s0", "ppo-bt-s0", "reinforce-bt-s0"]
+    assert {"reward_gold", "kl", "rm_accuracy_gold"} <= set(summary.columns)
+    assert "| ppo-bt-s0 |" in (results / "eval/summary.md").read_text()
+    for plot in ("rm_calibration.png", "policy_curves.png"):
+        assert (results / "eval/plots" / plot).stat().st_size > 10_000
+    history = pd.read_csv(results / "policy/ppo-bt-s0/history.csv")
+    assert {"reward_proxy", "reward_gold", "kl", "clipfrac", "value_loss"} <= set(history.columns)
+    assert (quick_run / "data/processed/sentigram-quick/prompts_test.jsonl").is_file()
+
+
+@pytest.mark.workflow
+def test_second_run_has_nothing_to_do(quick_run):
+    proc = snakemake(quick_run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.workflow
+def test_report_renders(quick_run):
+    snakemake(quick_run, "--report", "report.html")
+    html = (quick_run / "report.html").read_text(errors="replace")
+    assert "rm_calibration.png" in html and "policy_curves.png" in html
