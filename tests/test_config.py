@@ -53,3 +53,10 @@ def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "policy.kl_coef" in proc.stdout + proc.stderr
     assert "Job stats" not in proc.stdout + proc.stderr
+
+
+def test_cli_validate(capsys):
+    from rewardlab.cli import main
+
+    assert main(["validate", str(ROOT / "config/config.yaml"), str(ROOT / "config/experiments/quick.yaml")]) == 0
+    assert "quick" in capsys.readouterr().out

@@ -7,6 +7,7 @@ file where a good one stood.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -79,7 +80,8 @@ def _to_builtin(value: Any) -> Any:
 
 def write_metrics(out_dir: str | Path, metrics: Mapping[str, float]) -> None:
     """``metrics.json``: a flat ``{name: number}`` map, rounded so reruns compare byte for byte."""
-    flat = {k: (round(float(v), 6) if v is not None else None) for k, v in metrics.items()}
+    flat = {k: (round(float(v), 6) if v is not None and not math.isnan(float(v)) else None)
+            for k, v in metrics.items()}
     write_json(Path(out_dir) / "metrics.json", flat)
 
 

@@ -7,6 +7,7 @@ rule summary:
     output:
         markdown=f"{RESULTS}/eval/summary.md",
         csv=f"{RESULTS}/eval/summary.csv",
+        metrics=f"{RESULTS}/eval/metrics.json",
         rm=f"{RESULTS}/eval/summary_rm.csv",
         aggregate=f"{RESULTS}/eval/summary_aggregate.csv",
         html=report(f"{RESULTS}/eval/summary.html", caption="../report/summary.rst", category="Summary"),

@@ -16,12 +16,17 @@ import numpy as np
 import pandas as pd
 
 from rewardlab.evaluate.plots import calibration_plot, policy_curves
-from rewardlab.runinfo import atomic_write_text
+from rewardlab.runinfo import atomic_write_text, write_json
 
 POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
                   "distinct_2", "eos_rate", "repetition"]
 RM_COLUMNS = ["accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "margin"]
 RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
+
+
+def _number(value) -> float | None:
+    """A JSON-safe number: missing stays missing (None), never NaN or zero."""
+    return None if pd.isna(value) else round(float(value), 6)
 
 
 def load_metrics(folders: list[str]) -> pd.DataFrame:
@@ -85,6 +90,13 @@ def main() -> None:
     atomic_write_text(out / "summary_aggregate.csv",
                       pd.concat([rm_agg.assign(kind="rm"), policy_agg.assign(kind="policy")])
                       .to_csv(index=False, float_format="%.6g"))
+
+    # Every run's metrics in one JSON, nested by kind and run, for `dvc metrics show/diff`.
+    nested = {
+        "rm": {r["run"]: {c: _number(r[c]) for c in rm_cols[1:]} for _, r in rm.iterrows()},
+        "policy": {r["run"]: {c: _number(r[c]) for c in policy_cols[1:]} for _, r in policy.iterrows()},
+    }
+    write_json(out / "metrics.json", nested)
 
     markdown = ("# Summary\n\n## Reward models (held-out pairs)\n\n" + markdown_table(rm, rm_cols)
                 + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
