@@ -27,7 +27,7 @@ quick: install
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/experiments/quick.yaml --report results/quick/report.html
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check .
 
 test: lint
 	$(PY) -m pytest -q
