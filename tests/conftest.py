@@ -20,6 +20,7 @@ TINY = {
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64},
     "sft": {"epochs": 2, "batch_size": 32, "lr": 0.003},
     "labels": {"num_prompts": 48, "samples_per_prompt": 4},
+    "bon": {"num_prompts": 8, "samples_per_prompt": 8},
     "reward": {"epochs": 1, "batch_size": 16, "normalise_samples": 64},
     "policy": {"steps": 3, "prompts_per_step": 8, "minibatches": 2, "epochs": 2},
     "evaluate": {"samples_per_prompt": 1},
@@ -34,7 +35,7 @@ def tiny_config() -> dict:
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory) -> dict:
     """preprocess → sft → label → reward (BT) on tiny inputs; returns the folders and configs."""
-    from rewardlab.data import label, preprocess
+    from rewardlab.data import label, pool, preprocess
     from rewardlab.train import reward, sft
 
     root = tmp_path_factory.mktemp("pipeline")
@@ -42,8 +43,10 @@ def tiny_pipeline(tmp_path_factory) -> dict:
     data = root / "data"
     preprocess.run(cfg, data)
     sft_metrics, sft_history, _ = sft.run(cfg, data, root / "sft")
-    label_metrics, _ = label.run(cfg, data, root / "sft", root / "labels")
-    rm_metrics, rm_history, _ = reward.run(cfg, "bt", 0, root / "labels", root / "sft", root / "rm")
+    pool_metrics, _ = pool.run(cfg, data, root / "sft", root / "pool")
+    label_metrics = label.run(cfg, 0.0, root / "pool", root / "labels")
+    rm_metrics, rm_history, _ = reward.run(cfg, "bt", 0, root / "labels", root / "pool", root / "sft", root / "rm")
     return {"root": root, "config": cfg, "data": data, "sft": root / "sft", "labels": root / "labels",
-            "rm": root / "rm", "sft_metrics": sft_metrics, "sft_history": sft_history,
+            "pool": root / "pool", "rm": root / "rm", "sft_metrics": sft_metrics, "sft_history": sft_history,
+            "pool_metrics": pool_metrics,
             "label_metrics": label_metrics, "rm_metrics": rm_metrics, "rm_history": rm_history}

@@ -108,3 +108,13 @@ def test_prompts_are_clean_and_parse():
         assert topic in sg.TOPICS
         assert 2 <= len(prefix) <= 3
         assert all(sg.NOUN_TOPIC.get(w, topic) == topic for w in prefix)
+
+
+def test_components_sum_to_gold():
+    response = "was very great great , the dessert felt bad the . <eos>".split()
+    parts = sg.gold_components(PROMPT, response)
+    assert sum(parts.values()) == pytest.approx(sg.gold_reward(PROMPT, response))
+    # great ×1.5, repeat −0.5, bad −1 ; dessert off-topic −1 ; "the" before "." rejected −1, "." after DET −1
+    assert parts["sentiment"] == pytest.approx(1.5 - 0.5 - 1.0)
+    assert parts["topicality"] == pytest.approx(-1.0)
+    assert parts["ending"] == pytest.approx(0.5)

@@ -54,27 +54,42 @@ def test_sft_model_reloads_as_causal_lm_and_learned(tiny_pipeline):
     assert (tiny_pipeline["sft"] / "model.safetensors").exists()
 
 
-def test_labels_are_in_trl_format_with_gold_fields(tiny_pipeline):
-    rows = read_jsonl(tiny_pipeline["labels"] / "train.jsonl")
+def test_pool_holds_k_samples_with_gold(tiny_pipeline):
+    rows = read_jsonl(tiny_pipeline["pool"] / "train.jsonl")
+    assert len(rows) == 48
+    for row in rows[:10]:
+        assert len(row["responses"]) == len(row["gold"]) == len(row["components"]) == 4
+        for response, gold, parts in zip(row["responses"], row["gold"], row["components"]):
+            assert gold == pytest.approx(sg.gold_reward(row["prompt"].split(), response.split()))
+            assert gold == pytest.approx(sum(parts[c] for c in sg.COMPONENTS))
+    bon = read_jsonl(tiny_pipeline["pool"] / "bon.jsonl")
+    assert len(bon) == 8 and all(len(r["responses"]) == 8 for r in bon)
+
+
+def test_pairs_are_ultrafeedback_rows_that_read_back(tiny_pipeline):
+    from rewardlab.data.formats import read_pairs
+
+    rows = read_jsonl(tiny_pipeline["labels"] / "pairs_train.jsonl")
     assert rows, "no pairs"
-    assert set(rows[0]) == {"prompt", "chosen", "rejected", "score_chosen", "score_rejected", "p_star"}
-    for row in rows[:20]:
-        assert row["chosen"] != row["rejected"]
-        prompt = row["prompt"].split()
-        assert row["score_chosen"] == pytest.approx(sg.gold_reward(prompt, row["chosen"].split()))
-        assert row["score_rejected"] == pytest.approx(sg.gold_reward(prompt, row["rejected"].split()))
+    assert {"prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected",
+            "p_star", "strength", "margin"} <= set(rows[0])
+    assert rows[0]["chosen"][0] == {"role": "user", "content": rows[0]["prompt"]}
+    assert rows[0]["chosen"][1]["role"] == "assistant"
+    for pair in read_pairs(rows[:20]):
+        assert pair["chosen"] != pair["rejected"]
+        prompt = pair["prompt"].split()
+        assert pair["score_chosen"] == pytest.approx(sg.gold_reward(prompt, pair["chosen"].split()))
+        assert pair["score_rejected"] == pytest.approx(sg.gold_reward(prompt, pair["rejected"].split()))
+        assert pair["margin"] in (0.0, 1 / 3, 2 / 3, 1.0)
 
 
-def test_bt_annotator_matches_p_star():
-    import random
-
-    from rewardlab.data.label import bt_label
-
-    rng = random.Random(0)
-    wins = sum(bt_label(1.0, 0.0, 1.0, 0.0, rng)[0] for _ in range(20000))
-    assert wins / 20000 == pytest.approx(1 / (1 + torch.exp(torch.tensor(-1.0)).item()), abs=0.01)
-    flipped = sum(bt_label(100.0, 0.0, 1.0, 0.25, rng)[0] for _ in range(20000))
-    assert flipped / 20000 == pytest.approx(0.75, abs=0.01)
+def test_rankings_and_ratings_label_sets(tiny_pipeline):
+    rankings = read_jsonl(tiny_pipeline["labels"] / "rankings_train.jsonl")
+    assert rankings and sorted(rankings[0]["order"]) == [0, 1, 2, 3]
+    ratings = read_jsonl(tiny_pipeline["labels"] / "ratings_train.jsonl")
+    attributes = {"helpfulness", "correctness", "coherence", "complexity", "verbosity"}
+    assert {"prompt", "response"} | attributes <= set(ratings[0])
+    assert all(0 <= r[a] <= 4 for r in ratings for a in ("helpfulness", "verbosity"))
 
 
 def test_reward_model_reloads_and_scores_at_last_token(tiny_pipeline):
@@ -112,26 +127,35 @@ def test_policy_stage_runs_and_logs(tiny_pipeline, algorithm, tmp_path):
 
 
 def test_evaluate_stages(tiny_pipeline):
+    from rewardlab.data.formats import read_pairs
     from rewardlab.evaluate import policy as policy_eval
     from rewardlab.evaluate import reward_model as rm_eval
-    from rewardlab.models.build import load_policy, load_reward_model
+    from rewardlab.models.build import load_policy
+    from rewardlab.models.reward import RewardScorer
     from rewardlab.tasks.gold import SentiGramGold
-    from rewardlab.train.policy import RewardFunction
 
     p = tiny_pipeline
+    cpu = torch.device("cpu")
     tokenizer = AutoTokenizer.from_pretrained(p["sft"])
-    result, bins = rm_eval.evaluate(load_reward_model(p["rm"]), tokenizer, read_jsonl(p["labels"] / "test.jsonl"),
-                                    10, torch.device("cpu"))
+    scorer = RewardScorer(p["rm"])
+    pairs = read_pairs(read_jsonl(p["labels"] / "pairs_test.jsonl"))
+    result, bins = rm_eval.pair_metrics(scorer, tokenizer, pairs, 10, cpu)
     for key in ("accuracy", "accuracy_gold", "ece", "brier", "spearman_gold"):
         assert key in result
     assert 0 <= result["ece"] <= 0.5 and 0 <= result["brier"] <= 1
     assert sum(b["count"] for b in bins) == result["pairs"]
+    bench = rm_eval.bench_metrics(scorer, tokenizer, read_jsonl(p["pool"] / "bench.jsonl"), cpu)
+    assert 0 <= bench["bench_score"] <= 1
+    bon, rows = rm_eval.bon_metrics(scorer, tokenizer, read_jsonl(p["pool"] / "bon.jsonl"), cpu)
+    assert rows[0]["n"] == 1 and rows[-1]["n"] == 8
+    assert rows[-1]["proxy"] >= rows[0]["proxy"]  # best-of-n never lowers the proxy
+    assert {"bon_alpha", "bon_beta", "bon_r2", "spearman_gold_ood"} <= set(bon)
+
     sft = load_policy(p["sft"]).eval()
     prompts = tokenizer([r["prompt"] for r in read_jsonl(p["data"] / "prompts_test.jsonl")],
                         add_special_tokens=False)["input_ids"]
-    result, samples = policy_eval.evaluate(sft, sft, RewardFunction(load_reward_model(p["rm"]), torch.device("cpu")),
-                                           SentiGramGold(tokenizer, p["config"]["task"]), prompts, p["config"],
-                                           tokenizer, torch.device("cpu"))
+    result, samples = policy_eval.evaluate(sft, sft, scorer, SentiGramGold(tokenizer, p["config"]["task"]), prompts,
+                                           p["config"], tokenizer, cpu)
     assert result["kl"] == pytest.approx(0.0, abs=1e-6)  # π = π_ref exactly
     for key in ("reward_proxy", "reward_gold", "kl", "entropy", "length", "win_rate_vs_sft", "distinct_2"):
         assert key in result

@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 2000, "runtime": 30, "gpu": 0}
-STAGES = ("preprocess", "sft", "label", "reward", "policy", "evaluate")
+STAGES = ("preprocess", "sft", "pool", "label", "reward", "policy", "evaluate")
 
 
 class ConfigError(ValueError):
@@ -87,6 +87,17 @@ def _check_cross_fields(config: dict[str, Any]) -> None:
             f"task.max_new_tokens: {config['task']['max_new_tokens']} plus the prompt does not fit "
             f"model.n_positions ({budget})"
         )
+
+
+def flip_rates(config: Mapping[str, Any]) -> list[float]:
+    """``labels.flip_rate`` as a list (a single number is a one-element sweep)."""
+    value = config["labels"]["flip_rate"]
+    return [float(v) for v in value] if isinstance(value, list) else [float(value)]
+
+
+def noise_tag(flip_rate: float) -> str:
+    """The label-noise part of run names: ``eps0``, ``eps0.25``."""
+    return f"eps{flip_rate:g}"
 
 
 def deep_update(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@ import json
 import shlex
 import sys
 
-from rewardlab.config import stage_resources
+from rewardlab.config import flip_rates, noise_tag, stage_resources
+from rewardlab.losses.catalog import label_file as loss_label_file
 
 EXP = config["name"]
 DATA = f"data/processed/{config['data']['name']}"
@@ -13,36 +14,42 @@ PYTHON = shlex.quote(sys.executable)  # the interpreter that runs Snakemake, i.e
 SEEDS = config["seeds"]
 LOSSES = config["reward"]["losses"]
 ALGORITHMS = config["policy"]["algorithms"]
+NOISES = {noise_tag(eps): eps for eps in flip_rates(config)}  # label-noise tag -> flip rate
 
 wildcard_constraints:
     loss=r"[a-z_]+",
     algo=r"[a-z_]+",
+    noise=r"eps[0-9.]+",
     seed=r"\d+",
 
-# The config keys each stage reads. A stage's params hold only its slice, so changing a key reruns the
-# stages that read it and what depends on them, nothing else.
+# The config each stage reads: whole sections, or "section.key" for single keys. A stage's params hold
+# only its slice, so changing a key reruns the stages that read it and what depends on them, nothing else.
+# Sweep lists (seeds, reward.losses, policy.algorithms, labels.flip_rate) are wildcards, not parameters.
 COMMON_KEYS = ["device", "precision", "progress"]
 STAGE_KEYS = {
     "preprocess": ["data"],
     "sft": ["model", "sft"],
-    "label": ["labels", "task"],
+    "pool": ["labels.num_prompts", "labels.samples_per_prompt", "labels.sampling_temperature", "labels.seed",
+             "task", "bon"],
+    "label": ["labels.temperature", "labels.margin_scale", "labels.rating_noise", "labels.seed"],
     "reward": ["reward"],
     "policy": ["policy", "task"],
     "evaluate": ["evaluate", "task"],
 }
-
-
-# Sweep lists are wildcards, not parameters: adding a loss or an algorithm reruns nothing that exists.
 SWEEP_KEYS = {"reward": "losses", "policy": "algorithms"}
 
 
 def stage_config(stage):
     """The stage's slice of the validated config as JSON (passed quoted on the command line)."""
-    keys = COMMON_KEYS + STAGE_KEYS[stage]
-    sliced = {k: config[k] for k in keys}
-    for section, sweep in SWEEP_KEYS.items():
-        if section in sliced:
-            sliced[section] = {k: v for k, v in sliced[section].items() if k != sweep}
+    sliced = {}
+    for key in COMMON_KEYS + STAGE_KEYS[stage]:
+        section, _, sub = key.partition(".")
+        if sub:
+            sliced.setdefault(section, {})[sub] = config[section][sub]
+        elif isinstance(config[section], dict):
+            sliced[section] = {k: v for k, v in config[section].items() if k != SWEEP_KEYS.get(section)}
+        else:
+            sliced[section] = config[section]
     return json.dumps(sliced, sort_keys=True)
 
 
@@ -58,17 +65,24 @@ def stage_files(folder):
     return [f"{folder}/{name}" for name in ("metrics.json", "run.json")]
 
 
-def policy_runs():
-    """Every evaluated policy: the SFT policy and each trained one, per reward model and seed."""
-    return [f"{algo}-{loss}-s{seed}" for algo in ["sft"] + ALGORITHMS for loss in LOSSES for seed in SEEDS]
+def label_file(wildcards):
+    """The label set a loss consumes (pairs, rankings or ratings)."""
+    return f"{RESULTS}/labels/{wildcards.noise}/{loss_label_file(wildcards.loss)}"
 
 
 def rm_runs():
-    return [f"{loss}-s{seed}" for loss in LOSSES for seed in SEEDS]
+    return [f"{loss}-{noise}-s{seed}" for loss in LOSSES for noise in NOISES for seed in SEEDS]
 
 
 def trained_policy_runs():
-    return [f"{algo}-{loss}-s{seed}" for algo in ALGORITHMS for loss in LOSSES for seed in SEEDS]
+    return [f"{algo}-{rm}" for algo in ALGORITHMS for rm in rm_runs()]
+
+
+def policy_runs():
+    """Every evaluated policy: the SFT policy (scored by each RM) and each trained one; none without RL."""
+    if not ALGORITHMS:
+        return []
+    return [f"sft-{rm}" for rm in rm_runs()] + trained_policy_runs()
 
 
 def summary_outputs():

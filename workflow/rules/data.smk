@@ -18,26 +18,50 @@ rule preprocess:
         " --threads {threads} 2> {log:q}"
 
 
-rule label:
+rule pool:
     input:
         sft=model_files(f"{RESULTS}/sft"),
-        prompts=f"{DATA}/prompts_train.jsonl",
+        prompts=[f"{DATA}/prompts_train.jsonl", f"{DATA}/prompts_test.jsonl"],
     output:
-        train=f"{RESULTS}/labels/train.jsonl",
-        test=f"{RESULTS}/labels/test.jsonl",
-        files=stage_files(f"{RESULTS}/labels"),
+        expand(f"{RESULTS}/pool/{{name}}.jsonl", name=["train", "test", "bon", "bench"]),
+        stage_files(f"{RESULTS}/pool"),
     params:
-        cfg=lambda w: stage_config("label"),
+        cfg=lambda w: stage_config("pool"),
         data=DATA,
         sft=f"{RESULTS}/sft",
-        out=f"{RESULTS}/labels",
+        out=f"{RESULTS}/pool",
     log:
-        f"{LOGS}/label.log",
-    threads: res("label", "threads")
+        f"{LOGS}/pool.log",
+    threads: res("pool", "threads")
+    resources:
+        mem_mb=res("pool", "mem_mb"),
+        runtime=res("pool", "runtime"),
+        gpu=res("pool", "gpu"),
+    shell:
+        "{PYTHON} -m rewardlab.data.pool --config {params.cfg:q} --data {params.data:q} --sft {params.sft:q}"
+        " --out {params.out:q} --threads {threads} 2> {log:q}"
+
+
+rule label:
+    input:
+        pool=[f"{RESULTS}/pool/train.jsonl", f"{RESULTS}/pool/test.jsonl"],
+    output:
+        expand(f"{RESULTS}/labels/{{{{noise}}}}/{{name}}.jsonl",
+               name=["pairs_train", "pairs_test", "rankings_train", "ratings_train"]),
+        f"{RESULTS}/labels/{{noise}}/scales.json",
+        stage_files(f"{RESULTS}/labels/{{noise}}"),
+    params:
+        cfg=lambda w: stage_config("label"),
+        flip_rate=lambda w: NOISES[w.noise],
+        pool=f"{RESULTS}/pool",
+        out=lambda w: f"{RESULTS}/labels/{w.noise}",
+    log:
+        f"{LOGS}/label-{{noise}}.log",
+    threads: 1
     resources:
         mem_mb=res("label", "mem_mb"),
         runtime=res("label", "runtime"),
-        gpu=res("label", "gpu"),
+        gpu=0,
     shell:
-        "{PYTHON} -m rewardlab.data.label --config {params.cfg:q} --data {params.data:q} --sft {params.sft:q}"
-        " --out {params.out:q} --threads {threads} 2> {log:q}"
+        "{PYTHON} -m rewardlab.data.label --config {params.cfg:q} --flip-rate {params.flip_rate}"
+        " --pool {params.pool:q} --out {params.out:q} 2> {log:q}"

@@ -1,17 +1,20 @@
 rule evaluate_rm:
     input:
-        rm=model_files(f"{RESULTS}/rm/{{loss}}-s{{seed}}"),
-        labels=f"{RESULTS}/labels/test.jsonl",
+        rm=model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
+        labels=f"{RESULTS}/labels/{{noise}}/pairs_test.jsonl",
+        pool=[f"{RESULTS}/pool/bench.jsonl", f"{RESULTS}/pool/bon.jsonl"],
     output:
-        metrics=f"{RESULTS}/eval/rm/{{loss}}-s{{seed}}/metrics.json",
-        calibration=f"{RESULTS}/eval/rm/{{loss}}-s{{seed}}/calibration.csv",
+        metrics=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/metrics.json",
+        calibration=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/calibration.csv",
+        bon=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/bon.csv",
     params:
         cfg=lambda w: stage_config("evaluate"),
-        rm=lambda w: f"{RESULTS}/rm/{w.loss}-s{w.seed}",
-        labels=f"{RESULTS}/labels",
-        out=lambda w: f"{RESULTS}/eval/rm/{w.loss}-s{w.seed}",
+        rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
+        labels=lambda w: f"{RESULTS}/labels/{w.noise}",
+        pool=f"{RESULTS}/pool",
+        out=lambda w: f"{RESULTS}/eval/rm/{w.loss}-{w.noise}-s{w.seed}",
     log:
-        f"{LOGS}/eval/rm-{{loss}}-s{{seed}}.log",
+        f"{LOGS}/eval/rm-{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),
@@ -19,34 +22,34 @@ rule evaluate_rm:
         gpu=res("evaluate", "gpu"),
     shell:
         "{PYTHON} -m rewardlab.evaluate.reward_model --config {params.cfg:q} --rm {params.rm:q}"
-        " --labels {params.labels:q} --out {params.out:q} --threads {threads} 2> {log:q}"
+        " --labels {params.labels:q} --pool {params.pool:q} --out {params.out:q} --threads {threads} 2> {log:q}"
 
 
 def policy_folder(wildcards):
-    """The SFT policy is evaluated as the run `sft-<loss>-s<seed>` (scored by that RM)."""
+    """The SFT policy is evaluated as the run `sft-<rm>` (scored by that RM)."""
     if wildcards.algo == "sft":
         return f"{RESULTS}/sft"
-    return f"{RESULTS}/policy/{wildcards.algo}-{wildcards.loss}-s{wildcards.seed}"
+    return f"{RESULTS}/policy/{wildcards.algo}-{wildcards.loss}-{wildcards.noise}-s{wildcards.seed}"
 
 
 rule evaluate_policy:
     input:
         policy=lambda w: model_files(policy_folder(w)),
         sft=model_files(f"{RESULTS}/sft"),
-        rm=model_files(f"{RESULTS}/rm/{{loss}}-s{{seed}}"),
+        rm=model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
         prompts=f"{DATA}/prompts_test.jsonl",
     output:
-        metrics=f"{RESULTS}/eval/policy/{{algo}}-{{loss}}-s{{seed}}/metrics.json",
-        samples=f"{RESULTS}/eval/policy/{{algo}}-{{loss}}-s{{seed}}/samples.jsonl",
+        metrics=f"{RESULTS}/eval/policy/{{algo}}-{{loss}}-{{noise}}-s{{seed}}/metrics.json",
+        samples=f"{RESULTS}/eval/policy/{{algo}}-{{loss}}-{{noise}}-s{{seed}}/samples.jsonl",
     params:
         cfg=lambda w: stage_config("evaluate"),
         policy=policy_folder,
         data=DATA,
         sft=f"{RESULTS}/sft",
-        rm=lambda w: f"{RESULTS}/rm/{w.loss}-s{w.seed}",
-        out=lambda w: f"{RESULTS}/eval/policy/{w.algo}-{w.loss}-s{w.seed}",
+        rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
+        out=lambda w: f"{RESULTS}/eval/policy/{w.algo}-{w.loss}-{w.noise}-s{w.seed}",
     log:
-        f"{LOGS}/eval/policy-{{algo}}-{{loss}}-s{{seed}}.log",
+        f"{LOGS}/eval/policy-{{algo}}-{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),

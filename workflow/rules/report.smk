@@ -2,6 +2,7 @@ rule summary:
     input:
         rm=expand(f"{RESULTS}/eval/rm/{{run}}/metrics.json", run=rm_runs()),
         calibration=expand(f"{RESULTS}/eval/rm/{{run}}/calibration.csv", run=rm_runs()),
+        bon=expand(f"{RESULTS}/eval/rm/{{run}}/bon.csv", run=rm_runs()),
         policy=expand(f"{RESULTS}/eval/policy/{{run}}/metrics.json", run=policy_runs()),
         histories=expand(f"{RESULTS}/policy/{{run}}/history.csv", run=trained_policy_runs()),
     output:
@@ -13,6 +14,10 @@ rule summary:
         html=report(f"{RESULTS}/eval/summary.html", caption="../report/summary.rst", category="Summary"),
         calibration=report(f"{RESULTS}/eval/plots/rm_calibration.png", caption="../report/calibration.rst",
                            category="Reward models"),
+        bon=report(f"{RESULTS}/eval/plots/bon_curves.png", caption="../report/bon_curves.rst",
+                   category="Reward models"),
+        losses=report(f"{RESULTS}/eval/plots/loss_comparison.png", caption="../report/loss_comparison.rst",
+                      category="Reward models"),
         curves=report(f"{RESULTS}/eval/plots/policy_curves.png", caption="../report/policy_curves.rst",
                       category="Policies"),
     params:

@@ -1,18 +1,21 @@
 rule reward:
     input:
         sft=model_files(f"{RESULTS}/sft"),
-        labels=f"{RESULTS}/labels/train.jsonl",
+        labels=label_file,
+        scales=f"{RESULTS}/labels/{{noise}}/scales.json",
+        pool=f"{RESULTS}/pool/train.jsonl",
     output:
-        model_files(f"{RESULTS}/rm/{{loss}}-s{{seed}}"),
-        stage_files(f"{RESULTS}/rm/{{loss}}-s{{seed}}"),
-        history=f"{RESULTS}/rm/{{loss}}-s{{seed}}/history.csv",
+        model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
+        stage_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
+        history=f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}/history.csv",
     params:
         cfg=lambda w: stage_config("reward"),
         sft=f"{RESULTS}/sft",
-        labels=f"{RESULTS}/labels",
-        out=lambda w: f"{RESULTS}/rm/{w.loss}-s{w.seed}",
+        labels=lambda w: f"{RESULTS}/labels/{w.noise}",
+        pool=f"{RESULTS}/pool",
+        out=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
     log:
-        f"{LOGS}/reward/{{loss}}-s{{seed}}.log",
+        f"{LOGS}/reward/{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("reward", "threads")
     resources:
         mem_mb=res("reward", "mem_mb"),
@@ -20,5 +23,5 @@ rule reward:
         gpu=res("reward", "gpu"),
     shell:
         "{PYTHON} -m rewardlab.train.reward --config {params.cfg:q} --loss {wildcards.loss:q}"
-        " --seed {wildcards.seed} --labels {params.labels:q} --sft {params.sft:q} --out {params.out:q}"
-        " --threads {threads} 2> {log:q}"
+        " --seed {wildcards.seed} --labels {params.labels:q} --pool {params.pool:q} --sft {params.sft:q}"
+        " --out {params.out:q} --threads {threads} 2> {log:q}"

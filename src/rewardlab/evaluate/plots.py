@@ -30,6 +30,9 @@ def calibration_plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
 def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     """Proxy and gold reward against √KL over training, one colour per run (Gao et al. 2022, Fig. 1)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    if not histories:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no RL runs in this experiment", ha="center", va="center", transform=ax.transAxes)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, history) in enumerate(sorted(histories.items())):
         colour = colours[i % len(colours)]
@@ -47,6 +50,42 @@ def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
+    """Best-of-n gold (solid) and proxy (dashed) gain over n = 1 against √KL_bon, per reward model."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, table) in enumerate(sorted(curves.items())):
+        colour = colours[i % len(colours)]
+        axes[0].plot(table["sqrt_kl"], table["gold_gain"], "o-", ms=3, color=colour, label=name)
+        axes[1].plot(table["sqrt_kl"], table["proxy_gain"], "o--", ms=3, color=colour, label=name)
+    axes[0].set_title("Gold reward of best-of-n (gain over n = 1)")
+    axes[1].set_title("Proxy (normalised RM) of best-of-n")
+    for ax in axes:
+        ax.set_xlabel("√KL_bon = √(log n − (n−1)/n)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def loss_comparison(aggregate: pd.DataFrame, metrics: list[str], path: Path) -> None:
+    """One panel per metric: mean ± 2·SE over seeds for each reward model (loss and label noise)."""
+    present = [m for m in metrics if m in aggregate]
+    fig, axes = plt.subplots(1, len(present), figsize=(3.2 * len(present), 0.35 * len(aggregate) + 1.8),
+                             squeeze=False)
+    order = aggregate.sort_values("group")
+    for ax, metric in zip(axes[0], present):
+        ax.barh(order["group"], order[metric], xerr=order.get(f"{metric}_2se"), color="#4c72b0", alpha=0.85)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3, axis="x")
+    for ax in axes[0][1:]:
+        ax.set_yticklabels([])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -21,18 +21,18 @@ import torch
 from transformers import AutoTokenizer
 
 from rewardlab.evaluate import metrics as M
-from rewardlab.models.build import load_policy, load_reward_model
+from rewardlab.models.build import load_policy
+from rewardlab.models.reward import RewardScorer
 from rewardlab.rl.advantages import masked_mean
 from rewardlab.rl.kl import kl_estimate
 from rewardlab.rl.rollout import logprobs_and_entropy, rows_to_lists, sample
 from rewardlab.runinfo import read_jsonl, seed_everything, write_jsonl, write_metrics, write_run_info
 from rewardlab.tasks.gold import SentiGramGold
 from rewardlab.train.common import make_accelerator, parse_config, stage_parser
-from rewardlab.train.policy import RewardFunction
 
 
 @torch.no_grad()
-def evaluate(policy, reference, reward_fn, gold: SentiGramGold, prompts: list[list[int]], cfg: dict,
+def evaluate(policy, reference, reward_model: RewardScorer, gold: SentiGramGold, prompts: list[list[int]], cfg: dict,
              tokenizer, device: torch.device, batch_size: int = 256) -> tuple[dict, list[dict]]:
     ecfg, task = cfg["evaluate"], cfg["task"]
     rows = [p for p in prompts for _ in range(ecfg["samples_per_prompt"])]
@@ -49,7 +49,7 @@ def evaluate(policy, reference, reward_fn, gold: SentiGramGold, prompts: list[li
         ref_logp, _ = logprobs_and_entropy(reference, rollout, ecfg["temperature"])
         responses = rows_to_lists(rollout)
         golds = gold.rewards(chunk, responses)
-        proxy = reward_fn(rollout).tolist()
+        proxy = reward_model.normalised(rollout.input_ids, rollout.attention_mask).tolist()
         stats["proxy"] += proxy
         stats["gold"] += golds
         stats["kl"] += (kl_estimate(logp, ref_logp, "k1") * mask).sum(-1).tolist()
@@ -105,11 +105,11 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.sft)
     policy = load_policy(args.policy).to(device).eval()
     reference = load_policy(args.sft).to(device).eval()
-    reward_fn = RewardFunction(load_reward_model(args.rm), device)
+    reward_model = RewardScorer(args.rm, device)
     gold = SentiGramGold(tokenizer, config["task"])
     prompts = tokenizer([r["prompt"] for r in read_jsonl(Path(args.data) / "prompts_test.jsonl")],
                         add_special_tokens=False)["input_ids"]
-    result, samples = evaluate(policy, reference, reward_fn, gold, prompts, config, tokenizer, device)
+    result, samples = evaluate(policy, reference, reward_model, gold, prompts, config, tokenizer, device)
     write_jsonl(out / "samples.jsonl", samples)
     write_run_info(out, "evaluate_policy", config, config["evaluate"]["seed"], started, str(device),
                    {"policy": args.policy, "rm": args.rm})

@@ -1,12 +1,15 @@
-"""Stage `evaluate` (reward model): agreement with labels and with the gold reward, calibration.
+"""Stage `evaluate` (reward model): agreement with labels and gold, calibration, ToyRewardBench, best-of-n.
 
-On the held-out pairs (labels/test.jsonl, SFT samples on held-out prompts):
+On the held-out pairs (labels/<noise>/pairs_test.jsonl: SFT samples on held-out prompts):
   accuracy        r(chosen) > r(rejected) against the annotators' (noisy) labels
   accuracy_gold   the same against the noise-free gold order sign(ΔR*), gold ties dropped
   ece             expected calibration error of σ(|Δ|) against the labels (reference §3.5)
   brier           mean (σ(Δ) − p*)², p* the annotator's true preference probability
   spearman_gold   Spearman(r_φ, R*) over the held-out responses (in distribution)
-Also writes calibration.csv (one row per confidence bin) and run.json.
+On ToyRewardBench (pool/bench.jsonl): bench_<section> accuracies and bench_score (their mean).
+On the best-of-n pool (pool/bon.jsonl): spearman_gold_ood (over the best-of-N picks, out of distribution),
+bon_gold_max, bon_alpha, bon_beta, bon_r2 (Gao fit of gold − gold(n=1) against √KL_bon).
+Writes metrics.json, calibration.csv, bon.csv, run.json.
 """
 
 from __future__ import annotations
@@ -19,60 +22,112 @@ import pandas as pd
 import torch
 from transformers import AutoTokenizer
 
+from rewardlab.data.batching import pad_right
+from rewardlab.data.bench import SECTIONS
+from rewardlab.data.formats import read_pairs
+from rewardlab.evaluate import bon as B
 from rewardlab.evaluate import metrics as M
-from rewardlab.models.build import load_reward_model
+from rewardlab.models.reward import RewardScorer
 from rewardlab.runinfo import atomic_write_text, read_jsonl, seed_everything, write_metrics, write_run_info
 from rewardlab.train.common import make_accelerator, parse_config, stage_parser
-from rewardlab.train.reward import encode_pairs, score_texts
+from rewardlab.train.reward import encode
 
 
-def evaluate(model, tokenizer, rows: list[dict], bins: int, device: torch.device) -> tuple[dict, list[dict]]:
-    chosen, rejected = encode_pairs(tokenizer, rows)
-    scores = score_texts(model, chosen + rejected, tokenizer.pad_token_id, device).numpy().astype(np.float64)
-    r_c, r_r = scores[: len(rows)], scores[len(rows) :]
+@torch.no_grad()
+def raw_scores(scorer: RewardScorer, tokenizer, prompts: list[str], responses: list[str], device: torch.device,
+               batch_size: int = 512) -> np.ndarray:
+    sequences = encode(tokenizer, prompts, responses)
+    out = []
+    for i in range(0, len(sequences), batch_size):
+        ids, mask = pad_right(sequences[i : i + batch_size], tokenizer.pad_token_id)
+        out.append(scorer.raw(ids.to(device), mask.to(device)).cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def pair_metrics(scorer, tokenizer, pairs: list[dict], bins: int, device) -> tuple[dict, list[dict]]:
+    prompts = [p["prompt"] for p in pairs]
+    scores = raw_scores(scorer, tokenizer, prompts * 2, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs],
+                        device)
+    r_c, r_r = scores[: len(pairs)], scores[len(pairs) :]
     delta = r_c - r_r
-    gold_c = np.array([r["score_chosen"] for r in rows])
-    gold_r = np.array([r["score_rejected"] for r in rows])
-    gold_delta = gold_c - gold_r
+    gold_delta = np.array([p["score_chosen"] - p["score_rejected"] for p in pairs])
     decided = gold_delta != 0
-    model_prefers_chosen = delta > 0
-    # Unique responses with their gold reward, for the rank correlation.
     unique: dict[tuple[str, str], tuple[float, float]] = {}
-    for row, sc, sr in zip(rows, r_c, r_r):
-        unique[(row["prompt"], row["chosen"])] = (sc, row["score_chosen"])
-        unique[(row["prompt"], row["rejected"])] = (sr, row["score_rejected"])
+    for p, sc, sr in zip(pairs, r_c, r_r):
+        unique[(p["prompt"], p["chosen"])] = (sc, p["score_chosen"])
+        unique[(p["prompt"], p["rejected"])] = (sr, p["score_rejected"])
     proxy, gold = zip(*unique.values())
     result = {
         "accuracy": M.pairwise_accuracy(delta),
         "accuracy_gold": M.pairwise_accuracy(np.sign(delta[decided]) * np.sign(gold_delta[decided])),
-        "ece": M.expected_calibration_error(delta, model_prefers_chosen, bins),
-        "brier": M.brier_against(delta, np.array([r["p_star"] for r in rows])),
+        "ece": M.expected_calibration_error(delta, delta > 0, bins),
+        "brier": M.brier_against(delta, np.array([p["p_star"] for p in pairs])),
         "spearman_gold": M.spearman(proxy, gold),
         "margin": float(delta.mean()),
-        "pairs": len(rows),
-        "pairs_gold_decided": int(decided.sum()),
+        "pairs": len(pairs),
     }
-    return result, M.calibration_bins(delta, model_prefers_chosen, bins)
+    return result, M.calibration_bins(delta, delta > 0, bins)
+
+
+def bench_metrics(scorer, tokenizer, items: list[dict], device) -> dict[str, float]:
+    prompts = [i["prompt"] for i in items]
+    scores = raw_scores(scorer, tokenizer, prompts * 2, [i["chosen"] for i in items] + [i["rejected"] for i in items],
+                        device)
+    delta = scores[: len(items)] - scores[len(items) :]
+    sections = np.array([i["section"] for i in items])
+    result = {}
+    for section in SECTIONS:
+        sel = sections == section
+        if sel.any():
+            result[f"bench_{section}"] = M.pairwise_accuracy(delta[sel])
+    result["bench_score"] = float(np.mean(list(result.values())))
+    return result
+
+
+def bon_metrics(scorer, tokenizer, pool: list[dict], device) -> tuple[dict, list[dict]]:
+    n_max = min(len(row["responses"]) for row in pool)
+    flat_prompts = [row["prompt"] for row in pool for _ in row["responses"][:n_max]]
+    flat_responses = [r for row in pool for r in row["responses"][:n_max]]
+    scores = raw_scores(scorer, tokenizer, flat_prompts, flat_responses, device).reshape(len(pool), n_max)
+    gold = np.array([row["gold"][:n_max] for row in pool])
+    ns = sorted({n for n in [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, n_max] if n <= n_max})
+    rows = B.curve(scores.tolist(), gold.tolist(), ns)
+    base_gold, base_proxy = rows[0]["gold"], rows[0]["proxy"]
+    for row in rows:
+        row["gold_gain"] = row["gold"] - base_gold
+        row["proxy_gain"] = row["proxy"] - base_proxy
+    alpha, beta, r2 = B.gao_fit_bon([r["sqrt_kl"] for r in rows], [r["gold_gain"] for r in rows])
+    picks = scores.argmax(1)
+    picked_proxy = scores[np.arange(len(pool)), picks]
+    picked_gold = gold[np.arange(len(pool)), picks]
+    result = {"bon_alpha": alpha, "bon_beta": beta, "bon_r2": r2, "bon_gold_max": max(r["gold"] for r in rows),
+              "bon_gold_at_max_n": rows[-1]["gold"], "spearman_gold_ood": M.spearman(picked_proxy, picked_gold)}
+    return result, rows
 
 
 def main() -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--rm", required=True)
-    parser.add_argument("--labels", required=True)
+    parser.add_argument("--labels", required=True, help="labels/<noise>/ folder")
+    parser.add_argument("--pool", required=True, help="pool/ folder")
     args = parser.parse_args()
     config = parse_config(args.config)
     started = time.time()
     seed_everything(config["evaluate"]["seed"])
     accelerator = make_accelerator(config, args.threads)
+    device = accelerator.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(args.rm)
-    model = load_reward_model(args.rm).to(accelerator.device)
-    rows = read_jsonl(Path(args.labels) / "test.jsonl")
-    result, calibration = evaluate(model, tokenizer, rows, config["evaluate"]["calibration_bins"],
-                                   accelerator.device)
+    scorer = RewardScorer(args.rm, device)
+    pairs = read_pairs(read_jsonl(Path(args.labels) / "pairs_test.jsonl"), "pairs_test.jsonl")
+    result, calibration = pair_metrics(scorer, tokenizer, pairs, config["evaluate"]["calibration_bins"], device)
+    result.update(bench_metrics(scorer, tokenizer, read_jsonl(Path(args.pool) / "bench.jsonl"), device))
+    bon_result, bon_rows = bon_metrics(scorer, tokenizer, read_jsonl(Path(args.pool) / "bon.jsonl"), device)
+    result.update(bon_result)
     atomic_write_text(out / "calibration.csv", pd.DataFrame(calibration).to_csv(index=False, float_format="%.6g"))
-    write_run_info(out, "evaluate_rm", config, None, started, str(accelerator.device), {"rm": args.rm})
+    atomic_write_text(out / "bon.csv", pd.DataFrame(bon_rows).to_csv(index=False, float_format="%.6g"))
+    write_run_info(out, "evaluate_rm", config, None, started, str(device), {"rm": args.rm, "members": scorer.members})
     write_metrics(out, result)
 
 

@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rewardlab.evaluate.plots import calibration_plot, policy_curves
+from rewardlab.evaluate.plots import bon_curves, calibration_plot, loss_comparison, policy_curves
 from rewardlab.runinfo import atomic_write_text, write_json
 
 POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
                   "distinct_2", "eos_rate", "repetition"]
-RM_COLUMNS = ["accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "margin"]
+RM_COLUMNS = ["accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "spearman_gold_ood", "bench_score",
+              "bench_easy", "bench_hard", "bench_length_trap", "bench_repetition", "bench_ood", "bon_alpha",
+              "bon_beta", "bon_r2", "bon_gold_max"]
+LOSS_PLOT_METRICS = ["accuracy_gold", "ece", "brier", "spearman_gold", "bench_score", "bon_alpha", "bon_beta"]
 RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
 
 
@@ -30,7 +33,7 @@ def _number(value) -> float | None:
 
 
 def load_metrics(folders: list[str]) -> pd.DataFrame:
-    rows = []
+    rows: list[dict] = []
     for folder in folders:
         with open(Path(folder) / "metrics.json") as handle:
             metrics = json.load(handle)
@@ -38,12 +41,14 @@ def load_metrics(folders: list[str]) -> pd.DataFrame:
         match = RUN_NAME.match(name)
         rows.append({"run": name, "group": match["group"] if match else name,
                      "seed": int(match["seed"]) if match else None, **metrics})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["run", "group", "seed"])
 
 
 def aggregate(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Mean ± 2·SE over seeds per group (SE = std/√n, 0 for a single seed)."""
     present = [c for c in columns if c in frame]
+    if frame.empty or not present:
+        return pd.DataFrame(columns=["group", "seeds"])
     grouped = frame.groupby("group")[present]
     mean = grouped.mean()
     count = grouped.count()
@@ -64,10 +69,21 @@ def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+def with_error_bars(aggregated: pd.DataFrame, metrics: list[str]) -> str:
+    """A Markdown table of ``mean ± 2·SE`` cells; "(none)" when there is nothing to aggregate."""
+    present = [m for m in metrics if m in aggregated]
+    if aggregated.empty or not present:
+        return "(none)\n"
+    cells = aggregated[["group", "seeds"]].copy()
+    for m in present:
+        cells[m] = [f"{v:.3f} ± {e:.3f}" for v, e in zip(aggregated[m], aggregated[f"{m}_2se"])]
+    return markdown_table(cells, ["group", "seeds"] + present)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rm-evals", nargs="+", required=True)
-    parser.add_argument("--policy-evals", nargs="+", required=True)
+    parser.add_argument("--policy-evals", nargs="*", default=[], help="Empty for a reward-model-only study.")
     parser.add_argument("--histories", nargs="*", default=[], help="Policy training folders (history.csv).")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -79,11 +95,15 @@ def main() -> None:
     rm_cols = ["run"] + [c for c in RM_COLUMNS if c in rm]
     policy_cols = ["run"] + [c for c in POLICY_COLUMNS if c in policy]
     atomic_write_text(out / "summary_rm.csv", rm[rm_cols].to_csv(index=False, float_format="%.6g"))
-    # The main table: one row per evaluated policy, with the metrics of the reward model it was scored by.
-    policy["reward_model"] = policy["run"].str.split("-", n=1).str[1]
-    rm_prefixed = rm[rm_cols].rename(columns={c: f"rm_{c}" for c in rm_cols if c != "run"})
-    table = policy[policy_cols + ["reward_model"]].merge(rm_prefixed, left_on="reward_model", right_on="run",
-                                                         how="left", suffixes=("", "_rm")).drop(columns="run_rm")
+    # The main table: one row per evaluated policy with the metrics of the reward model that scored it;
+    # in a reward-model-only study, the reward-model table.
+    if policy.empty:
+        table = rm[rm_cols]
+    else:
+        policy["reward_model"] = policy["run"].str.split("-", n=1).str[1]
+        rm_prefixed = rm[rm_cols].rename(columns={c: f"rm_{c}" for c in rm_cols if c != "run"})
+        table = policy[policy_cols + ["reward_model"]].merge(rm_prefixed, left_on="reward_model", right_on="run",
+                                                             how="left", suffixes=("", "_rm")).drop(columns="run_rm")
     atomic_write_text(out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
     policy_agg = aggregate(policy, POLICY_COLUMNS)
     rm_agg = aggregate(rm, RM_COLUMNS)
@@ -98,7 +118,12 @@ def main() -> None:
     }
     write_json(out / "metrics.json", nested)
 
-    markdown = ("# Summary\n\n## Reward models (held-out pairs)\n\n" + markdown_table(rm, rm_cols)
+    markdown = ("# Summary\n\n## Reward models, mean ± 2·SE over seeds\n\n"
+                + with_error_bars(rm_agg, ["accuracy_gold", "ece", "brier", "spearman_gold", "bench_score",
+                                           "bon_alpha", "bon_beta"])
+                + "\n## Policies, mean ± 2·SE over seeds\n\n"
+                + with_error_bars(policy_agg, ["reward_gold", "reward_proxy", "kl", "win_rate_vs_sft", "length"])
+                + "\n## Reward models (held-out pairs, ToyRewardBench, best-of-n)\n\n" + markdown_table(rm, rm_cols)
                 + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
                 + markdown_table(policy, policy_cols))
     atomic_write_text(out / "summary.md", markdown)
@@ -111,6 +136,9 @@ def main() -> None:
 
     calibration = {Path(f).name: pd.read_csv(Path(f) / "calibration.csv") for f in args.rm_evals}
     calibration_plot(calibration, out / "plots" / "rm_calibration.png")
+    bon_tables = {Path(f).name: pd.read_csv(Path(f) / "bon.csv") for f in args.rm_evals}
+    bon_curves(bon_tables, out / "plots" / "bon_curves.png")
+    loss_comparison(rm_agg, LOSS_PLOT_METRICS, out / "plots" / "loss_comparison.png")
     histories = {Path(f).name: pd.read_csv(Path(f) / "history.csv") for f in args.histories}
     policy_curves(histories, out / "plots" / "policy_curves.png")
 

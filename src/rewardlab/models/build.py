@@ -22,6 +22,8 @@ from transformers import (
 
 # Post-hoc RM normalisation (§1.12) lives in the model's config.json under this key.
 NORMALISATION_KEY = "rewardlab_reward_normalisation"
+# Weights that turn a multi-attribute head into a scalar reward.
+ATTRIBUTE_KEY = "rewardlab_attribute_combination"
 
 
 def build_tiny_gpt(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, n_layer: int, n_head: int,
@@ -46,10 +48,13 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-def reward_model_from_backbone(path: str | Path, seed: int, trust_remote_code: bool = False) -> PreTrainedModel:
-    """The SFT backbone plus a fresh scalar head, initialised N+-style: normal(std=1/sqrt(H+1)), bias 0."""
+def reward_model_from_backbone(path: str | Path, seed: int, num_labels: int = 1,
+                               trust_remote_code: bool = False) -> PreTrainedModel:
+    """The SFT backbone plus a fresh head (scalar, or one output per attribute), initialised N+-style:
+    normal(std=1/sqrt(H+1)), bias 0.
+    """
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, trust_remote_code=trust_remote_code
+        path, num_labels=num_labels, trust_remote_code=trust_remote_code
     )
     head = score_head(model)
     generator = torch.Generator().manual_seed(seed)
@@ -90,11 +95,31 @@ def hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mas
     return out.last_hidden_state
 
 
-def token_values(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The scalar head applied at every position: V(s_t) for a value model initialised from the RM."""
+def head_outputs(model: PreTrainedModel, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden states (B, T, H), raw head outputs (B, T, D)) from one forward pass."""
     head = score_head(model)
     hidden = hidden_states(model, input_ids, attention_mask)
-    return head(hidden.to(head.weight.dtype)).squeeze(-1)
+    return hidden, head(hidden.to(head.weight.dtype))
+
+
+def combine_heads(model: PreTrainedModel, outputs: torch.Tensor) -> torch.Tensor:
+    """A scalar from the head: itself when D = 1; for a multi-attribute head (SteerLM, §1.5) the fixed
+    linear combination Σ_j w_j·v_j + c stored in config.json at training time.
+    """
+    if outputs.shape[-1] == 1:
+        return outputs.squeeze(-1)
+    combination = getattr(model.config, ATTRIBUTE_KEY, None)
+    if combination is None:
+        raise ValueError(f"a {outputs.shape[-1]}-output reward head needs `{ATTRIBUTE_KEY}` in its config.json")
+    weights = torch.tensor(combination["weights"], dtype=outputs.dtype, device=outputs.device)
+    return outputs @ weights + combination["offset"]
+
+
+def token_values(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The (combined) head applied at every position: V(s_t) for a value model initialised from the RM."""
+    _, outputs = head_outputs(model, input_ids, attention_mask)
+    return combine_heads(model, outputs)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

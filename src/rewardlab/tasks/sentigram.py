@@ -139,61 +139,79 @@ def parse_prompt(prompt: Sequence[str]) -> tuple[str | None, list[str]]:
     return topic, prefix
 
 
-def _token_credit(token: str, state: _SentenceState, topic: str | None, cfg: GoldConfig) -> float:
-    """Credit of one sentence token; advances ``state`` (automaton, adjective counts)."""
-    credit = 0.0
+COMPONENTS = ("sentiment", "grammar", "topicality", "ending")
+
+
+def _token_credit(token: str, state: _SentenceState, topic: str | None, cfg: GoldConfig) -> dict[str, float]:
+    """Credit of one sentence token by component; advances ``state`` (automaton, adjective counts)."""
+    credit = {"sentiment": 0.0, "grammar": 0.0, "topicality": 0.0}
     cat = category(token)
     nxt = _TRANSITIONS.get((state.fsa, cat))
     if nxt is None:
-        credit -= cfg.grammar_penalty
+        credit["grammar"] -= cfg.grammar_penalty
         nxt = _RESYNC.get(cat, state.fsa)
     state.fsa = nxt
     if cat == NOUN and topic is not None and NOUN_TOPIC[token] != topic:
-        credit -= cfg.off_topic_penalty
+        credit["topicality"] -= cfg.off_topic_penalty
     if cat == ADJ:
         assert state.adjectives_seen is not None
         if token in state.adjectives_seen:
-            credit -= cfg.repeat_penalty
+            credit["sentiment"] -= cfg.repeat_penalty
         else:
             state.adjectives_seen.add(token)
             gain = cfg.intensifier_gain if state.previous in INTENSIFIERS else 1.0
             if token in POSITIVE:
                 state.positive_seen += 1
-                credit += gain / state.positive_seen
+                credit["sentiment"] += gain / state.positive_seen
             elif token in NEGATIVE:
                 state.negative_seen += 1
-                credit -= gain / state.negative_seen
+                credit["sentiment"] -= gain / state.negative_seen
     state.previous = token
     return credit
 
 
-def gold_credits(prompt: Sequence[str], response: Sequence[str], cfg: GoldConfig = GoldConfig()) -> list[float]:
-    """Per-token gold credits g_t for ``response`` (truncated after its first ``<eos>``).
+def gold_component_credits(prompt: Sequence[str], response: Sequence[str],
+                           cfg: GoldConfig = GoldConfig()) -> list[dict[str, float]]:
+    """Per-token credits split into sentiment, grammar, topicality and ending (they sum to g_t).
 
-    R*(x, y) = Σ_t g_t. The ending term sits on the ``<eos>`` token: +0.5 when the token before it is
-    "." and −0.5·max(0, T − L*) with T the number of tokens before ``<eos>``. A response without
-    ``<eos>`` pays −1 and the length term on its last token instead.
+    The ending term sits on the ``<eos>`` token: +0.5 when the token before it is "." and
+    −0.5·max(0, T − L*) with T the number of tokens before ``<eos>``. A response without ``<eos>`` pays
+    −1 and the length term on its last token instead. Tokens after the first ``<eos>`` are ignored.
     """
     topic, prefix = parse_prompt(prompt)
     state = _SentenceState(adjectives_seen=set())
     for token in prefix:  # the prompt's sentence prefix sets the automaton state, earns no credit
         _token_credit(token, state, topic, cfg)
-    credits: list[float] = []
+    credits: list[dict[str, float]] = []
     for token in response:
         if token == EOS:
             n_before = len(credits)
             ending = cfg.proper_ending_bonus if state.previous == PERIOD else 0.0
             ending -= cfg.length_penalty * max(0, n_before - cfg.length_target)
-            credits.append(ending)
+            credits.append({"sentiment": 0.0, "grammar": 0.0, "topicality": 0.0, "ending": ending})
             return credits
-        credits.append(_token_credit(token, state, topic, cfg))
+        credits.append({**_token_credit(token, state, topic, cfg), "ending": 0.0})
     # Never terminated: the missing-EOS penalty and the length term land on the last token.
     ending = -cfg.missing_eos_penalty - cfg.length_penalty * max(0, len(credits) - cfg.length_target)
-    if credits:
-        credits[-1] += ending
-    else:
-        credits.append(ending)
+    if not credits:
+        credits.append({"sentiment": 0.0, "grammar": 0.0, "topicality": 0.0, "ending": 0.0})
+    credits[-1]["ending"] += ending
     return credits
+
+
+def gold_credits(prompt: Sequence[str], response: Sequence[str], cfg: GoldConfig = GoldConfig()) -> list[float]:
+    """Per-token gold credits g_t for ``response`` (truncated after its first ``<eos>``); R* = Σ_t g_t."""
+    return [sum(c.values()) for c in gold_component_credits(prompt, response, cfg)]
+
+
+def gold_components(prompt: Sequence[str], response: Sequence[str],
+                    cfg: GoldConfig = GoldConfig()) -> dict[str, float]:
+    """R* split by component (sentiment, grammar, topicality, ending); the values sum to R*."""
+    totals = dict.fromkeys(COMPONENTS, 0.0)
+    for credit in gold_component_credits(prompt, response, cfg):
+        for key, value in credit.items():
+            totals[key] += value
+    return totals
 
 
 def gold_reward(prompt: Sequence[str], response: Sequence[str], cfg: GoldConfig = GoldConfig()) -> float:

@@ -18,13 +18,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from rewardlab.models.build import (
-    load_policy,
-    load_reward_model,
-    reward_normalisation,
-    sequence_scores,
-    token_values,
-)
+from rewardlab.models.build import load_policy, load_reward_model, reward_normalisation, token_values
+from rewardlab.models.reward import RewardScorer
 from rewardlab.rl import algorithms
 from rewardlab.rl.advantages import masked_mean, shaped_rewards
 from rewardlab.rl.algorithms import MiniBatch
@@ -33,19 +28,6 @@ from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, rows_to_lists, s
 from rewardlab.runinfo import read_jsonl, seed_everything, write_history, write_metrics, write_run_info
 from rewardlab.tasks.gold import SentiGramGold
 from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser
-
-
-class RewardFunction:
-    """The proxy reward: RM score at the last non-pad token, normalised to the SFT distribution."""
-
-    def __init__(self, model, device: torch.device):
-        self.model = model.to(device).eval()
-        self.mean, self.std = reward_normalisation(model)
-
-    @torch.no_grad()
-    def __call__(self, rollout: Rollout) -> torch.Tensor:
-        raw = sequence_scores(self.model, rollout.input_ids, rollout.attention_mask).float()
-        return (raw - self.mean) / self.std
 
 
 def response_values(value_model, rollout: Rollout, mean: float, std: float) -> torch.Tensor:
@@ -69,12 +51,14 @@ def run(config: dict, algo_name: str, seed: int, data_dir: Path, sft_dir: Path, 
     algo = algorithms.build(algo_name, pcfg)
     policy = load_policy(sft_dir)
     reference = load_policy(sft_dir).to(device).eval().requires_grad_(False)
-    reward_fn = RewardFunction(load_reward_model(rm_dir), device)
+    reward_model = RewardScorer(rm_dir, device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=pcfg["lr"], eps=1e-5)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     value_model = value_optimizer = None
+    value_mean, value_std = 0.0, 1.0
     if algo.uses_critic:
-        value_model = load_reward_model(rm_dir)
+        value_model = load_reward_model(rm_dir)  # member 0 of an ensemble
+        value_mean, value_std = reward_normalisation(value_model)
         value_optimizer = torch.optim.Adam(value_model.parameters(), lr=pcfg["value_lr"], eps=1e-5)
         value_model, value_optimizer = accelerator.prepare(value_model, value_optimizer)
     rng = random.Random(seed)
@@ -91,11 +75,11 @@ def run(config: dict, algo_name: str, seed: int, data_dir: Path, sft_dir: Path, 
         with torch.no_grad():
             old_logp, entropy = logprobs_and_entropy(policy, rollout, temperature)
             ref_logp, _ = logprobs_and_entropy(reference, rollout, temperature)
-            proxy = reward_fn(rollout)
+            proxy = reward_model.normalised(rollout.input_ids, rollout.attention_mask)
             score = proxy - pcfg["missing_eos_penalty"] * (~rollout.has_eos).float()
             kl = kl_estimate(old_logp, ref_logp, "k1") * mask
             rewards = shaped_rewards(score, kl, mask, kl_coef)
-            old_values = (response_values(value_model, rollout, reward_fn.mean, reward_fn.std) * mask
+            old_values = (response_values(value_model, rollout, value_mean, value_std) * mask
                           if value_model is not None else None)
             advantages, returns = algo.advantages(rewards, old_values, mask)
 
@@ -108,7 +92,7 @@ def run(config: dict, algo_name: str, seed: int, data_dir: Path, sft_dir: Path, 
                 idx = torch.tensor(order[start : start + size], device=device)
                 mb_rollout = rollout.select(idx)
                 logp, _ = logprobs_and_entropy(policy, mb_rollout, temperature)
-                values = (response_values(value_model, mb_rollout, reward_fn.mean, reward_fn.std)
+                values = (response_values(value_model, mb_rollout, value_mean, value_std)
                           if value_model is not None else None)
                 batch = MiniBatch(logp=logp, old_logp=old_logp[idx], advantages=advantages[idx],
                                   returns=returns[idx], mask=mask[idx], values=values,

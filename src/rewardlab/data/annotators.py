@@ -1,0 +1,164 @@
+"""Simulated annotators: every label set comes from the same gold reward (rlhf-reference.md §4.4).
+
+So that reward-model losses are compared on equal information, all labels are drawn from one pool of
+SFT samples (K per prompt) and the gold reward R*:
+
+* pairs: a Bradley–Terry annotator, p* = σ((R*(a) − R*(b))/τ), then a flip with probability ε, and a
+  Llama-2 preference-strength bin from the quartiles of |ΔR*| (margins small 0, 1/3, 2/3, 1 or large 0–3);
+* rankings: Plackett–Luce by the Gumbel trick, ordering by R*(y_k)/τ + G_k, G_k ∼ Gumbel(0, 1);
+* ratings: HelpSteer-style Likert scores per attribute,
+  L_j = clip(round(a_j + b_j·R*_j + N(0, σ²)), 0, 4), with a_j, b_j fitted so the pool spans 0–4.
+
+Pure functions over plain records; no I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+STRENGTHS = ("negligible", "slightly", "better", "significantly")
+MARGINS = {"small": (0.0, 1 / 3, 2 / 3, 1.0), "large": (0.0, 1.0, 2.0, 3.0)}
+# HelpSteer2 attributes and the gold component each one rates. "verbosity" rates how badly a response
+# overruns or fails to end (the negated ending term); "complexity" counts distinct adjectives and carries
+# no weight in the scalar reward.
+ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+ATTRIBUTE_SOURCE = {"helpfulness": "sentiment", "correctness": "grammar", "coherence": "topicality",
+                    "complexity": "adjectives", "verbosity": "overrun"}
+ATTRIBUTE_SIGN = {"helpfulness": 1.0, "correctness": 1.0, "coherence": 1.0, "complexity": 0.0, "verbosity": -1.0}
+
+
+@dataclass
+class PoolItem:
+    """One prompt with K sampled responses, their gold rewards and gold components."""
+
+    prompt: str
+    responses: list[str]
+    gold: list[float]
+    components: list[dict[str, float]]
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def bt_label(gold_a: float, gold_b: float, temperature: float, flip_rate: float,
+             rng: random.Random) -> tuple[bool, float]:
+    """(a preferred?, p*) from a Bradley–Terry annotator with temperature τ and flip rate ε."""
+    p_star = sigmoid((gold_a - gold_b) / temperature)
+    prefers_a = rng.random() < p_star
+    if rng.random() < flip_rate:
+        prefers_a = not prefers_a
+    return prefers_a, p_star
+
+
+def strength_edges(gaps: Sequence[float]) -> list[float]:
+    """Quartile edges of |ΔR*| that bin pairs into the four Llama-2 strengths."""
+    ordered = sorted(gaps)
+    if not ordered:
+        return [0.0, 0.0, 0.0]
+    return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.25, 0.5, 0.75)]
+
+
+def strength(gap: float, edges: Sequence[float]) -> str:
+    return STRENGTHS[bisect.bisect_right(list(edges), gap)]
+
+
+def label_pairs(pool: Sequence[PoolItem], temperature: float, flip_rate: float, margin_scale: str,
+                rng: random.Random, edges: Sequence[float] | None = None) -> tuple[list[dict], list[float]]:
+    """K/2 disjoint pairs per prompt, labelled by the BT annotator; identical responses are dropped.
+
+    Returns (pairs, strength edges). Each pair: prompt, chosen, rejected, score_chosen/score_rejected
+    (gold), p_star (the annotator's probability of preferring chosen, before flips), strength, margin.
+    """
+    raw = []
+    for item in pool:
+        for i in range(0, len(item.responses) - 1, 2):
+            a, b = item.responses[i], item.responses[i + 1]
+            if a != b:
+                raw.append((item.prompt, a, b, item.gold[i], item.gold[i + 1]))
+    if edges is None:
+        edges = strength_edges([abs(ga - gb) for *_, ga, gb in raw])
+    pairs = []
+    for prompt, a, b, gold_a, gold_b in raw:
+        prefers_a, _ = bt_label(gold_a, gold_b, temperature, flip_rate, rng)
+        (chosen, gc), (rejected, gr) = ((a, gold_a), (b, gold_b)) if prefers_a else ((b, gold_b), (a, gold_a))
+        bin_name = strength(abs(gc - gr), edges)
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "score_chosen": gc,
+                      "score_rejected": gr, "p_star": sigmoid((gc - gr) / temperature), "strength": bin_name,
+                      "margin": MARGINS[margin_scale][STRENGTHS.index(bin_name)]})
+    return pairs, list(edges)
+
+
+def gumbel(rng: random.Random) -> float:
+    return -math.log(-math.log(max(rng.random(), 1e-300)))
+
+
+def label_rankings(pool: Sequence[PoolItem], temperature: float, rng: random.Random) -> list[dict]:
+    """A Plackett–Luce ranking of each prompt's K responses: argsort of R*/τ + Gumbel noise, best first."""
+    rankings = []
+    for item in pool:
+        if len(set(item.responses)) < 2:
+            continue
+        keys = [g / temperature + gumbel(rng) for g in item.gold]
+        order = sorted(range(len(keys)), key=lambda k: -keys[k])
+        rankings.append({"prompt": item.prompt, "responses": item.responses, "order": order, "gold": item.gold})
+    return rankings
+
+
+def attribute_value(attribute: str, components: dict[str, float]) -> float:
+    source = ATTRIBUTE_SOURCE[attribute]
+    if source == "overrun":
+        return -components["ending"]
+    return components[source]
+
+
+@dataclass(frozen=True)
+class LikertScale:
+    """L = clip(round(a + b·v + noise), 0, 4) for one attribute."""
+
+    a: float
+    b: float
+
+    def rate(self, value: float, noise: float) -> int:
+        return int(min(4, max(0, round(self.a + self.b * value + noise))))
+
+
+def fit_scales(pool: Sequence[PoolItem]) -> dict[str, LikertScale]:
+    """a_j, b_j so the pool's 5th–95th percentiles of each attribute map onto 0–4."""
+    scales = {}
+    for attribute in ATTRIBUTES:
+        values = sorted(attribute_value(attribute, c) for item in pool for c in item.components)
+        lo, hi = values[int(0.05 * (len(values) - 1))], values[int(0.95 * (len(values) - 1))]
+        if hi - lo < 1e-9:
+            lo, hi = values[0], values[-1] if values[-1] > values[0] else values[0] + 1.0
+        b = 4.0 / (hi - lo)
+        scales[attribute] = LikertScale(a=-b * lo, b=b)
+    return scales
+
+
+def scalar_from_ratings(ratings: dict[str, float], scales: dict[str, LikertScale]) -> float:
+    """The fixed linear combination of attribute ratings that estimates R*: Σ_j s_j·(L_j − a_j)/b_j."""
+    return sum(ATTRIBUTE_SIGN[a] * (ratings[a] - scales[a].a) / scales[a].b for a in ATTRIBUTES)
+
+
+def combination_weights(scales: dict[str, LikertScale]) -> tuple[list[float], float]:
+    """(w, c) with scalar = Σ_j w_j·L_j + c, the same combination as ``scalar_from_ratings``."""
+    weights = [ATTRIBUTE_SIGN[a] / scales[a].b for a in ATTRIBUTES]
+    offset = -sum(ATTRIBUTE_SIGN[a] * scales[a].a / scales[a].b for a in ATTRIBUTES)
+    return weights, offset
+
+
+def label_ratings(pool: Sequence[PoolItem], scales: dict[str, LikertScale], noise_std: float,
+                  rng: random.Random) -> list[dict]:
+    """HelpSteer2-style rows: prompt, response and five 0–4 attribute ratings (plus the gold reward)."""
+    rows = []
+    for item in pool:
+        for response, gold, components in zip(item.responses, item.gold, item.components):
+            ratings = {a: scales[a].rate(attribute_value(a, components), rng.gauss(0.0, noise_std))
+                       for a in ATTRIBUTES}
+            rows.append({"prompt": item.prompt, "response": response, **ratings, "gold": gold})
+    return rows

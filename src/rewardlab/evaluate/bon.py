@@ -1,0 +1,61 @@
+"""Best-of-n over-optimisation (Gao, Schulman & Hilton, arXiv 2210.10760; rlhf-reference.md §3.1).
+
+One pool of N samples per prompt gives the whole best-of-n curve for every n ≤ N through the unbiased
+estimator (Coste et al. ``bon_sampling.py::unbiased_sampler``): with the samples sorted by proxy score,
+  E[value of best-of-n] = Σ_{i=n}^{N} C(i−1, n−1)/C(N, n) · value_(i).
+The distance axis is d = √KL_bon(n), KL_bon(n) = log n − (n−1)/n, and gold reward (relative to n = 1)
+is fitted by R(d) = d·(α − β·d).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def bon_weights(n: int, big_n: int) -> np.ndarray:
+    """w_i = C(i−1, n−1)/C(N, n) for i = 1..N (zero for i < n): the probability that the best of a random
+    n-subset is the i-th smallest. The weights sum to 1.
+    """
+    total = math.comb(big_n, n)
+    return np.array([math.comb(i - 1, n - 1) / total for i in range(1, big_n + 1)], dtype=np.float64)
+
+
+def best_of_n_expectation(proxy: Sequence[float], value: Sequence[float], n: int) -> float:
+    """E[value of the sample with the highest proxy among n drawn without replacement from the pool]."""
+    order = np.argsort(np.asarray(proxy, dtype=np.float64), kind="mergesort")
+    sorted_value = np.asarray(value, dtype=np.float64)[order]
+    return float(bon_weights(n, len(sorted_value)) @ sorted_value)
+
+
+def kl_bon(n: int) -> float:
+    """Analytic KL(π_bon ‖ π) = log n − (n−1)/n (exact only for distinct samples; pitfall §6.10)."""
+    return math.log(n) - (n - 1) / n
+
+
+def curve(proxy: Sequence[Sequence[float]], gold: Sequence[Sequence[float]], ns: Sequence[int]) -> list[dict]:
+    """Mean over prompts of the best-of-n proxy and gold for each n, with d = √KL_bon(n)."""
+    rows = []
+    for n in ns:
+        rows.append({
+            "n": n,
+            "kl": kl_bon(n),
+            "sqrt_kl": math.sqrt(kl_bon(n)),
+            "proxy": float(np.mean([best_of_n_expectation(p, p, n) for p in proxy])),
+            "gold": float(np.mean([best_of_n_expectation(p, g, n) for p, g in zip(proxy, gold)])),
+        })
+    return rows
+
+
+def gao_fit_bon(d: Sequence[float], reward: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares fit of R(d) = d·(α − β·d) = α·d − β·d²; returns (α, β, R²)."""
+    d = np.asarray(d, dtype=np.float64)
+    r = np.asarray(reward, dtype=np.float64)
+    design = np.stack([d, -(d**2)], axis=1)
+    (alpha, beta), *_ = np.linalg.lstsq(design, r, rcond=None)
+    residual = r - design @ np.array([alpha, beta])
+    total = ((r - r.mean()) ** 2).sum()
+    r2 = 1.0 - (residual**2).sum() / total if total > 0 else float("nan")
+    return float(alpha), float(beta), float(r2)

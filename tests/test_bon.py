@@ -1,0 +1,45 @@
+"""Best-of-n: the unbiased estimator against brute-force enumeration, KL_bon, and the Gao fit."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from rewardlab.evaluate import bon as B
+
+
+def brute_force(proxy, gold, n):
+    """Average over every n-subset of the gold of its highest-proxy member."""
+    values = []
+    for subset in itertools.combinations(range(len(proxy)), n):
+        best = max(subset, key=lambda i: proxy[i])
+        values.append(gold[best])
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
+def test_unbiased_estimator_equals_enumeration(n):
+    rng = np.random.default_rng(n)
+    proxy = rng.normal(size=7).tolist()
+    gold = rng.normal(size=7).tolist()
+    assert B.best_of_n_expectation(proxy, gold, n) == pytest.approx(brute_force(proxy, gold, n))
+
+
+def test_weights_sum_to_one_and_edges():
+    for n in range(1, 9):
+        assert B.bon_weights(n, 8).sum() == pytest.approx(1.0)
+    proxy, gold = [0.1, 0.5, 0.3], [10.0, 20.0, 30.0]
+    assert B.best_of_n_expectation(proxy, gold, 1) == pytest.approx(20.0)  # the mean
+    assert B.best_of_n_expectation(proxy, gold, 3) == pytest.approx(20.0)  # the proxy's argmax
+
+
+def test_kl_bon():
+    assert B.kl_bon(1) == 0.0
+    assert B.kl_bon(4) == pytest.approx(math.log(4) - 0.75)
+
+
+def test_gao_fit_recovers_coefficients():
+    d = np.linspace(0.1, 2.5, 12)
+    alpha, beta, r2 = B.gao_fit_bon(d, d * (1.3 - 0.4 * d))
+    assert (alpha, beta, r2) == pytest.approx((1.3, 0.4, 1.0), abs=1e-9)
