@@ -43,3 +43,9 @@ def test_gao_fit_recovers_coefficients():
     d = np.linspace(0.1, 2.5, 12)
     alpha, beta, r2 = B.gao_fit_bon(d, d * (1.3 - 0.4 * d))
     assert (alpha, beta, r2) == pytest.approx((1.3, 0.4, 1.0), abs=1e-9)
+
+
+def test_gao_rl_fit_recovers_coefficients():
+    d = np.linspace(0.05, 3.0, 20)
+    alpha, beta, r2 = B.gao_fit_rl(np.concatenate([[0.0], d]), np.concatenate([[0.0], d * (0.9 - 0.3 * np.log(d))]))
+    assert (alpha, beta, r2) == pytest.approx((0.9, 0.3, 1.0), abs=1e-9)

@@ -12,7 +12,7 @@ from rewardlab.rl.advantages import (
     sequence_returns,
     shaped_rewards,
 )
-from rewardlab.rl.algorithms import MiniBatch, Reinforce
+from rewardlab.rl.algorithms import Experience, Reinforce
 from rewardlab.rl.kl import kl_estimate
 from rewardlab.rl.objectives import clipped_surrogate, clipped_value_loss, policy_gradient
 from rewardlab.rl.rollout import truncate_after_eos
@@ -129,16 +129,20 @@ def test_policy_gradient_gradient_is_advantage_times_score_function():
 
 
 def test_reinforce_moving_average_baseline():
-    algo = Reinforce({"baseline_decay": 0.5, "whiten_advantages": False})
+    algo = Reinforce({"baseline_decay": 0.5, "whiten_advantages": False, "epochs": 4})
     mask = torch.ones(2, 2)
-    rewards = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
-    adv, _ = algo.advantages(rewards, None, mask)
+
+    def experience(rewards):
+        return Experience(rewards=torch.tensor(rewards), score=torch.zeros(2), mask=mask, group=torch.arange(2))
+
+    adv, _ = algo.advantages(experience([[0.0, 1.0], [0.0, 3.0]]))
     assert close(adv, [[-1.0, -1.0], [1.0, 1.0]])  # b = first batch mean = 2
-    adv, _ = algo.advantages(torch.tensor([[0.0, 4.0], [0.0, 4.0]]), None, mask)
+    adv, _ = algo.advantages(experience([[0.0, 4.0], [0.0, 4.0]]))
     assert close(adv, [[2.0, 2.0], [2.0, 2.0]])  # b = 2 before the update
     assert algo.baseline == pytest.approx(3.0)  # 0.5·2 + 0.5·4
-    batch = MiniBatch(logp=torch.zeros(2, 2), old_logp=torch.zeros(2, 2), advantages=adv, returns=adv, mask=mask)
-    assert algo.loss(batch)[0].item() == pytest.approx(-2.0)
+    assert algo.update_epochs == 1  # on-policy: one step per mini-batch
+    per_token, clipped = algo.policy_loss_tokens(torch.zeros(2, 2), torch.zeros(2, 2), adv)
+    assert clipped is None and per_token.mean().item() == pytest.approx(-2.0)
 
 
 def test_baseline_advantages_and_whitening():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import datasets
 import pytest
@@ -111,18 +112,41 @@ def test_reward_model_reloads_and_scores_at_last_token(tiny_pipeline):
     assert tiny_pipeline["rm_history"][-1]["loss"] < 0.75
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
-def test_policy_stage_runs_and_logs(tiny_pipeline, algorithm, tmp_path):
+@pytest.mark.parametrize("algorithm, shaping", [
+    ("ppo", "sparse"), ("reinforce", "sparse"), ("rloo", "sparse"), ("grpo", "sparse"), ("reinforce_pp", "sparse"),
+    ("reinforce_pp_baseline", "sparse"), ("remax", "sparse"), ("ppo", "uniform"), ("ppo", "abc"),
+    ("reinforce_pp", "prefix_difference"), ("reinforce_pp", "oracle"),
+])
+def test_policy_stage_runs_and_logs(tiny_pipeline, algorithm, shaping, tmp_path):
     from rewardlab.train import policy
 
     p = tiny_pipeline
-    metrics, history, _ = policy.run(p["config"], algorithm, 0, p["data"], p["sft"], p["rm"], tmp_path)
+    metrics, history, _ = policy.run(p["config"], algorithm, shaping, 0, p["data"], p["sft"], p["rm"], tmp_path)
     assert len(history) == 3
-    for key in ("reward_proxy", "reward_gold", "kl", "kl_k3", "entropy", "length", "eos_rate", "grad_norm"):
+    for key in ("reward_proxy", "reward_gold", "kl", "kl_k3", "entropy", "length", "eos_rate", "grad_norm",
+                "repetition", "distinct_2", "samples"):
         assert key in history[-1]
     if algorithm == "ppo":
         assert "value_loss" in history[-1] and "clipfrac" in history[-1]
+    if shaping != "sparse":
+        assert "credit_spearman" in history[-1]
+    if shaping == "oracle":
+        assert history[-1]["credit_spearman"] == pytest.approx(1.0)  # the oracle credit is the gold's
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout comes from π = π_ref
+    group = 4 if algorithm in ("rloo", "grpo", "reinforce_pp_baseline") else 1
+    assert history[-1]["samples"] == 3 * 8 * group
+    AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "ipo", "cdpo"])
+def test_offline_policy_stage(tiny_pipeline, algorithm, tmp_path):
+    from rewardlab.train import dpo
+
+    p = tiny_pipeline
+    metrics, history, _ = dpo.run(p["config"], algorithm, 0, p["labels"], p["sft"], tmp_path)
+    assert history and {"loss", "accuracy", "reward_chosen", "reward_rejected"} <= set(history[0])
+    if algorithm == "dpo":
+        assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # π = π_ref at the start
     AutoModelForCausalLM.from_pretrained(tmp_path)
 
 

@@ -71,6 +71,16 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
 def _check_cross_fields(config: dict[str, Any]) -> None:
     policy = config["policy"]
+    schema = load_schema()["properties"]["policy"]
+    option_names = set(schema["properties"]) - {"algorithms", "shapings", "overrides", "dpo"}
+    for algo, override in policy["overrides"].items():
+        unknown = sorted(set(override) - option_names)
+        if unknown:
+            raise ConfigError(f"policy.overrides.{algo}.{unknown[0]}: unknown key (allowed: policy options)")
+        merged = {**{k: v for k, v in policy.items() if k != "overrides"}, **override}
+        for error in jsonschema.Draft202012Validator(schema).iter_errors(merged):
+            path = ".".join(str(p) for p in error.absolute_path)
+            raise ConfigError(f"policy.overrides.{algo}.{path}: {error.message}")
     if policy["prompts_per_step"] < policy["minibatches"]:
         raise ConfigError(
             f"policy.minibatches: {policy['minibatches']} is more than policy.prompts_per_step "

@@ -14,6 +14,11 @@ PYTHON = shlex.quote(sys.executable)  # the interpreter that runs Snakemake, i.e
 SEEDS = config["seeds"]
 LOSSES = config["reward"]["losses"]
 ALGORITHMS = config["policy"]["algorithms"]
+OFFLINE = [a for a in ALGORITHMS if a in ("dpo", "ipo", "cdpo")]  # trained on pairs, not against the RM
+ONLINE = [a for a in ALGORITHMS if a not in OFFLINE]
+SHAPINGS = config["policy"]["shapings"]
+# A policy's name: <algo>-<shaping> online, <algo>-offline for DPO-style baselines, sft for the start.
+POLICIES = [f"{a}-{s}" for a in ONLINE for s in SHAPINGS] + [f"{a}-offline" for a in OFFLINE]
 NOISES = {noise_tag(eps): eps for eps in flip_rates(config)}  # label-noise tag -> flip rate
 
 wildcard_constraints:
@@ -33,10 +38,11 @@ STAGE_KEYS = {
              "task", "bon"],
     "label": ["labels.temperature", "labels.margin_scale", "labels.rating_noise", "labels.seed"],
     "reward": ["reward"],
-    "policy": ["policy", "task"],
+    "policy": ["policy", "task", "reward.composite"],
     "evaluate": ["evaluate", "task"],
 }
-SWEEP_KEYS = {"reward": "losses", "policy": "algorithms"}
+# Keys a section's slice leaves out: sweeps, and what another stage reads.
+EXCLUDED = {"reward": ("losses", "composite"), "policy": ("algorithms", "shapings")}
 
 
 def stage_config(stage):
@@ -47,7 +53,7 @@ def stage_config(stage):
         if sub:
             sliced.setdefault(section, {})[sub] = config[section][sub]
         elif isinstance(config[section], dict):
-            sliced[section] = {k: v for k, v in config[section].items() if k != SWEEP_KEYS.get(section)}
+            sliced[section] = {k: v for k, v in config[section].items() if k not in EXCLUDED.get(section, ())}
         else:
             sliced[section] = config[section]
     return json.dumps(sliced, sort_keys=True)
@@ -74,15 +80,17 @@ def rm_runs():
     return [f"{loss}-{noise}-s{seed}" for loss in LOSSES for noise in NOISES for seed in SEEDS]
 
 
-def trained_policy_runs():
-    return [f"{algo}-{rm}" for algo in ALGORITHMS for rm in rm_runs()]
+def online_policy_runs():
+    """Policies trained against a reward model (they have RL training curves)."""
+    return [f"{a}-{s}-{rm}" for a in ONLINE for s in SHAPINGS for rm in rm_runs()]
 
 
 def policy_runs():
-    """Every evaluated policy: the SFT policy (scored by each RM) and each trained one; none without RL."""
+    """Every evaluated policy: SFT (scored by each RM), each trained one; none in a reward-model-only study.
+    Offline policies are scored by each reward model of their label-noise level."""
     if not ALGORITHMS:
         return []
-    return [f"sft-{rm}" for rm in rm_runs()] + trained_policy_runs()
+    return [f"{p}-{rm}" for p in ["sft"] + POLICIES for rm in rm_runs()]
 
 
 def summary_outputs():

@@ -26,10 +26,12 @@ rule evaluate_rm:
 
 
 def policy_folder(wildcards):
-    """The SFT policy is evaluated as the run `sft-<rm>` (scored by that RM)."""
-    if wildcards.algo == "sft":
+    """Where the evaluated policy lives: SFT, an offline policy (one per label set) or an online one."""
+    if wildcards.policy == "sft":
         return f"{RESULTS}/sft"
-    return f"{RESULTS}/policy/{wildcards.algo}-{wildcards.loss}-{wildcards.noise}-s{wildcards.seed}"
+    if wildcards.policy.endswith("-offline"):
+        return f"{RESULTS}/policy/{wildcards.policy}-{wildcards.noise}-s{wildcards.seed}"
+    return f"{RESULTS}/policy/{wildcards.policy}-{wildcards.loss}-{wildcards.noise}-s{wildcards.seed}"
 
 
 rule evaluate_policy:
@@ -39,17 +41,19 @@ rule evaluate_policy:
         rm=model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
         prompts=f"{DATA}/prompts_test.jsonl",
     output:
-        metrics=f"{RESULTS}/eval/policy/{{algo}}-{{loss}}-{{noise}}-s{{seed}}/metrics.json",
-        samples=f"{RESULTS}/eval/policy/{{algo}}-{{loss}}-{{noise}}-s{{seed}}/samples.jsonl",
+        metrics=f"{RESULTS}/eval/policy/{{policy}}-{{loss}}-{{noise}}-s{{seed}}/metrics.json",
+        samples=f"{RESULTS}/eval/policy/{{policy}}-{{loss}}-{{noise}}-s{{seed}}/samples.jsonl",
+    wildcard_constraints:
+        policy="|".join(["sft"] + POLICIES),
     params:
         cfg=lambda w: stage_config("evaluate"),
         policy=policy_folder,
         data=DATA,
         sft=f"{RESULTS}/sft",
         rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
-        out=lambda w: f"{RESULTS}/eval/policy/{w.algo}-{w.loss}-{w.noise}-s{w.seed}",
+        out=lambda w: f"{RESULTS}/eval/policy/{w.policy}-{w.loss}-{w.noise}-s{w.seed}",
     log:
-        f"{LOGS}/eval/policy-{{algo}}-{{loss}}-{{noise}}-s{{seed}}.log",
+        f"{LOGS}/eval/policy-{{policy}}-{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),

@@ -4,19 +4,20 @@ rule policy:
         rm=model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
         prompts=f"{DATA}/prompts_train.jsonl",
     output:
-        model_files(f"{RESULTS}/policy/{{algo}}-{{loss}}-{{noise}}-s{{seed}}"),
-        stage_files(f"{RESULTS}/policy/{{algo}}-{{loss}}-{{noise}}-s{{seed}}"),
-        history=f"{RESULTS}/policy/{{algo}}-{{loss}}-{{noise}}-s{{seed}}/history.csv",
+        model_files(f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}"),
+        stage_files(f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}"),
+        history=f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}/history.csv",
     wildcard_constraints:
-        algo="|".join(ALGORITHMS),
+        algo="|".join(ONLINE) or "(?!)",
+        shaping="|".join(SHAPINGS),
     params:
         cfg=lambda w: stage_config("policy"),
         data=DATA,
         sft=f"{RESULTS}/sft",
         rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
-        out=lambda w: f"{RESULTS}/policy/{w.algo}-{w.loss}-{w.noise}-s{w.seed}",
+        out=lambda w: f"{RESULTS}/policy/{w.algo}-{w.shaping}-{w.loss}-{w.noise}-s{w.seed}",
     log:
-        f"{LOGS}/policy/{{algo}}-{{loss}}-{{noise}}-s{{seed}}.log",
+        f"{LOGS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("policy", "threads")
     resources:
         mem_mb=res("policy", "mem_mb"),
@@ -24,5 +25,33 @@ rule policy:
         gpu=res("policy", "gpu"),
     shell:
         "{PYTHON} -m rewardlab.train.policy --config {params.cfg:q} --algorithm {wildcards.algo:q}"
-        " --seed {wildcards.seed} --data {params.data:q} --sft {params.sft:q} --rm {params.rm:q}"
-        " --out {params.out:q} --threads {threads} 2> {log:q}"
+        " --shaping {wildcards.shaping:q} --seed {wildcards.seed} --data {params.data:q} --sft {params.sft:q}"
+        " --rm {params.rm:q} --out {params.out:q} --threads {threads} 2> {log:q}"
+
+
+rule offline_policy:
+    input:
+        sft=model_files(f"{RESULTS}/sft"),
+        pairs=f"{RESULTS}/labels/{{noise}}/pairs_train.jsonl",
+    output:
+        model_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}"),
+        stage_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}"),
+        history=f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}/history.csv",
+    wildcard_constraints:
+        algo="|".join(OFFLINE) or "(?!)",
+    params:
+        cfg=lambda w: stage_config("policy"),
+        sft=f"{RESULTS}/sft",
+        labels=lambda w: f"{RESULTS}/labels/{w.noise}",
+        out=lambda w: f"{RESULTS}/policy/{w.algo}-offline-{w.noise}-s{w.seed}",
+    log:
+        f"{LOGS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}.log",
+    threads: res("policy", "threads")
+    resources:
+        mem_mb=res("policy", "mem_mb"),
+        runtime=res("policy", "runtime"),
+        gpu=res("policy", "gpu"),
+    shell:
+        "{PYTHON} -m rewardlab.train.dpo --config {params.cfg:q} --algorithm {wildcards.algo:q}"
+        " --seed {wildcards.seed} --labels {params.labels:q} --sft {params.sft:q} --out {params.out:q}"
+        " --threads {threads} 2> {log:q}"

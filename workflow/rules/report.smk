@@ -4,7 +4,7 @@ rule summary:
         calibration=expand(f"{RESULTS}/eval/rm/{{run}}/calibration.csv", run=rm_runs()),
         bon=expand(f"{RESULTS}/eval/rm/{{run}}/bon.csv", run=rm_runs()),
         policy=expand(f"{RESULTS}/eval/policy/{{run}}/metrics.json", run=policy_runs()),
-        histories=expand(f"{RESULTS}/policy/{{run}}/history.csv", run=trained_policy_runs()),
+        histories=expand(f"{RESULTS}/policy/{{run}}/history.csv", run=online_policy_runs()),
     output:
         markdown=f"{RESULTS}/eval/summary.md",
         csv=f"{RESULTS}/eval/summary.csv",
@@ -18,12 +18,15 @@ rule summary:
                    category="Reward models"),
         losses=report(f"{RESULTS}/eval/plots/loss_comparison.png", caption="../report/loss_comparison.rst",
                       category="Reward models"),
+        frontier=report(f"{RESULTS}/eval/plots/frontier.png", caption="../report/frontier.rst", category="Policies"),
+        efficiency=report(f"{RESULTS}/eval/plots/sample_efficiency.png", caption="../report/sample_efficiency.rst",
+                          category="Policies"),
         curves=report(f"{RESULTS}/eval/plots/policy_curves.png", caption="../report/policy_curves.rst",
                       category="Policies"),
     params:
         rm=expand(f"{RESULTS}/eval/rm/{{run}}", run=rm_runs()),
         policy=expand(f"{RESULTS}/eval/policy/{{run}}", run=policy_runs()),
-        histories=expand(f"{RESULTS}/policy/{{run}}", run=trained_policy_runs()),
+        histories=expand(f"{RESULTS}/policy/{{run}}", run=online_policy_runs()),
         out=f"{RESULTS}/eval",
     log:
         f"{LOGS}/summary.log",

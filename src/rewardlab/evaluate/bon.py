@@ -59,3 +59,21 @@ def gao_fit_bon(d: Sequence[float], reward: Sequence[float]) -> tuple[float, flo
     total = ((r - r.mean()) ** 2).sum()
     r2 = 1.0 - (residual**2).sum() / total if total > 0 else float("nan")
     return float(alpha), float(beta), float(r2)
+
+
+def gao_fit_rl(d: Sequence[float], reward: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares fit of the RL form R(d) = d·(α − β·log d) = α·d − β·d·log d (Gao et al. Eq. 2);
+    points with d ≤ 0 are dropped. Returns (α, β, R²), NaN when fewer than three points remain.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    r = np.asarray(reward, dtype=np.float64)
+    keep = d > 1e-6
+    d, r = d[keep], r[keep]
+    if len(d) < 3:
+        return float("nan"), float("nan"), float("nan")
+    design = np.stack([d, -d * np.log(d)], axis=1)
+    (alpha, beta), *_ = np.linalg.lstsq(design, r, rcond=None)
+    residual = r - design @ np.array([alpha, beta])
+    total = ((r - r.mean()) ** 2).sum()
+    r2 = 1.0 - (residual**2).sum() / total if total > 0 else float("nan")
+    return float(alpha), float(beta), float(r2)

@@ -89,3 +89,47 @@ def loss_comparison(aggregate: pd.DataFrame, metrics: list[str], path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def frontier(points: pd.DataFrame, path: Path) -> None:
+    """Gold reward against KL to SFT on held-out prompts, one marker per run (the reward–KL frontier,
+    DPO paper Fig. 2): online RL, offline DPO-style baselines and best-of-n.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    markers = {"offline": "s", "bon": "*", "sft": "D"}
+    for group, rows in points.groupby("family"):
+        ax.scatter(rows["kl"], rows["reward_gold"], marker=markers.get(group, "o"), s=40, label=group, alpha=0.8)
+    for _, row in points.iterrows():
+        ax.annotate(row["label"], (row["kl"], row["reward_gold"]), fontsize=6, alpha=0.7)
+    ax.set_xlabel("KL(π ‖ π_SFT) on held-out prompts (nats)")
+    ax.set_ylabel("gold reward")
+    ax.set_title("Reward–KL frontier")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def sample_efficiency(histories: dict[str, pd.DataFrame], path: Path) -> None:
+    """Gold reward against samples seen, mean over seeds per group (dense versus sparse credit)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if not histories:
+        ax.text(0.5, 0.5, "no RL runs in this experiment", ha="center", va="center", transform=ax.transAxes)
+    groups: dict[str, list[pd.DataFrame]] = {}
+    for name, history in histories.items():
+        groups.setdefault(name.rsplit("-s", 1)[0], []).append(history)
+    for group, frames in sorted(groups.items()):
+        stacked = pd.concat([f[["samples", "reward_gold"]].reset_index(drop=True) for f in frames], axis=1)
+        gold = stacked["reward_gold"]
+        mean = (gold.mean(axis=1) if isinstance(gold, pd.DataFrame) else gold).rolling(5, min_periods=1).mean()
+        samples = frames[0]["samples"]
+        ax.plot(samples, mean, label=f"{group} (n={len(frames)})")
+    ax.set_xlabel("samples generated")
+    ax.set_ylabel("gold reward of rollouts (moving average)")
+    ax.set_title("Sample efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

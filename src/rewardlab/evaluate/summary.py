@@ -15,11 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rewardlab.evaluate.plots import bon_curves, calibration_plot, loss_comparison, policy_curves
+from rewardlab.evaluate.bon import gao_fit_rl, kl_bon
+from rewardlab.evaluate.plots import (
+    bon_curves,
+    calibration_plot,
+    frontier,
+    loss_comparison,
+    policy_curves,
+    sample_efficiency,
+)
 from rewardlab.runinfo import atomic_write_text, write_json
 
 POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
-                  "distinct_2", "eos_rate", "repetition"]
+                  "distinct_2", "eos_rate", "repetition", "rl_alpha", "rl_beta", "rl_r2"]
 RM_COLUMNS = ["accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "spearman_gold_ood", "bench_score",
               "bench_easy", "bench_hard", "bench_length_trap", "bench_repetition", "bench_ood", "bon_alpha",
               "bon_beta", "bon_r2", "bon_gold_max"]
@@ -60,13 +68,56 @@ def aggregate(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out.reset_index()
 
 
+def _cell(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "—" if pd.isna(value) else f"{value:.3f}"
+    return str(value)
+
+
 def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
     header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     lines = []
     for _, row in frame.iterrows():
-        cells = [f"{row[c]:.3f}" if isinstance(row[c], (float, np.floating)) else str(row[c]) for c in columns]
+        cells = [_cell(row[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return header + "\n".join(lines) + "\n"
+
+
+def reward_model_of(run: str) -> str:
+    """``ppo-sparse-bt-eps0-s0`` → ``bt-eps0-s0``: the last three parts name the reward model."""
+    return "-".join(run.split("-")[-3:])
+
+
+def rl_fits(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Gao RL fit of each training run: gold gain over step 1 against √KL (rollouts)."""
+    rows = []
+    for name, history in histories.items():
+        smooth = history[["kl", "reward_gold"]].rolling(5, min_periods=1).mean()
+        d = np.sqrt(smooth["kl"].clip(lower=0))
+        alpha, beta, r2 = gao_fit_rl(d, smooth["reward_gold"] - history["reward_gold"].iloc[0])
+        rows.append({"run": name, "rl_alpha": alpha, "rl_beta": beta, "rl_r2": r2})
+    return pd.DataFrame(rows, columns=["run", "rl_alpha", "rl_beta", "rl_r2"])
+
+
+def bon_rows(bon_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """A best-of-n baseline row per reward model, at the pool's largest n (gold and analytic KL)."""
+    rows = []
+    for rm, table in bon_tables.items():
+        last = table.iloc[-1]
+        n = int(last["n"])
+        rows.append({"run": f"bon{n}-{rm}", "group": f"bon{n}-{rm.rsplit('-s', 1)[0]}",
+                     "seed": int(rm.rsplit("-s", 1)[1]), "reward_gold": last["gold"], "kl": kl_bon(n)})
+    return pd.DataFrame(rows)
+
+
+def frontier_points(policy: pd.DataFrame) -> pd.DataFrame:
+    points = policy[["run", "reward_gold", "kl"]].copy()
+    first = points["run"].str.split("-").str[0]
+    second = points["run"].str.split("-").str[1]
+    points["family"] = np.where(first == "sft", "sft", np.where(second == "offline", "offline",
+                                np.where(first.str.startswith("bon"), "bon", "online")))
+    points["label"] = np.where(points["family"] == "online", first + "/" + second, first)
+    return points
 
 
 def with_error_bars(aggregated: pd.DataFrame, metrics: list[str]) -> str:
@@ -76,7 +127,7 @@ def with_error_bars(aggregated: pd.DataFrame, metrics: list[str]) -> str:
         return "(none)\n"
     cells = aggregated[["group", "seeds"]].copy()
     for m in present:
-        cells[m] = [f"{v:.3f} ± {e:.3f}" for v, e in zip(aggregated[m], aggregated[f"{m}_2se"])]
+        cells[m] = ["—" if pd.isna(v) else f"{v:.3f} ± {e:.3f}" for v, e in zip(aggregated[m], aggregated[f"{m}_2se"])]
     return markdown_table(cells, ["group", "seeds"] + present)
 
 
@@ -92,6 +143,11 @@ def main() -> None:
 
     rm = load_metrics(args.rm_evals)
     policy = load_metrics(args.policy_evals)
+    histories = {Path(f).name: pd.read_csv(Path(f) / "history.csv") for f in args.histories}
+    bon_tables = {Path(f).name: pd.read_csv(Path(f) / "bon.csv") for f in args.rm_evals}
+    if not policy.empty:
+        policy = policy.merge(rl_fits(histories), on="run", how="left")
+        policy = pd.concat([policy, bon_rows(bon_tables)], ignore_index=True)
     rm_cols = ["run"] + [c for c in RM_COLUMNS if c in rm]
     policy_cols = ["run"] + [c for c in POLICY_COLUMNS if c in policy]
     atomic_write_text(out / "summary_rm.csv", rm[rm_cols].to_csv(index=False, float_format="%.6g"))
@@ -100,7 +156,7 @@ def main() -> None:
     if policy.empty:
         table = rm[rm_cols]
     else:
-        policy["reward_model"] = policy["run"].str.split("-", n=1).str[1]
+        policy["reward_model"] = policy["run"].map(reward_model_of)
         rm_prefixed = rm[rm_cols].rename(columns={c: f"rm_{c}" for c in rm_cols if c != "run"})
         table = policy[policy_cols + ["reward_model"]].merge(rm_prefixed, left_on="reward_model", right_on="run",
                                                              how="left", suffixes=("", "_rm")).drop(columns="run_rm")
@@ -136,11 +192,13 @@ def main() -> None:
 
     calibration = {Path(f).name: pd.read_csv(Path(f) / "calibration.csv") for f in args.rm_evals}
     calibration_plot(calibration, out / "plots" / "rm_calibration.png")
-    bon_tables = {Path(f).name: pd.read_csv(Path(f) / "bon.csv") for f in args.rm_evals}
     bon_curves(bon_tables, out / "plots" / "bon_curves.png")
     loss_comparison(rm_agg, LOSS_PLOT_METRICS, out / "plots" / "loss_comparison.png")
-    histories = {Path(f).name: pd.read_csv(Path(f) / "history.csv") for f in args.histories}
     policy_curves(histories, out / "plots" / "policy_curves.png")
+    sample_efficiency(histories, out / "plots" / "sample_efficiency.png")
+    frontier(frontier_points(policy) if not policy.empty else pd.DataFrame(columns=["run", "reward_gold", "kl",
+                                                                                  "family", "label"]),
+             out / "plots" / "frontier.png")
 
 
 if __name__ == "__main__":

@@ -72,3 +72,68 @@ def sequence_returns(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def baseline_advantages(returns: torch.Tensor, baseline: float, mask: torch.Tensor) -> torch.Tensor:
     """REINFORCE with a baseline (§2.1, sequence-level form): A_{i,t} = R_i − b for every token t."""
     return (returns - baseline)[:, None] * mask.to(returns.dtype)
+
+
+def reward_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """G_t = Σ_{t'≥t} γ^{t'−t} r_{t'} over valid tokens (REINFORCE++, reference §2.5)."""
+    m = mask.to(rewards.dtype)
+    out = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        running = (rewards[:, t] + gamma * running) * m[:, t]
+        out[:, t] = running
+    return out
+
+
+def group_mean_others(values: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """For each i, the mean of the values of the *other* members of its group (leave-one-out)."""
+    groups, index = torch.unique(group, return_inverse=True)
+    sums = torch.zeros(len(groups), dtype=values.dtype, device=values.device).index_add_(0, index, values)
+    counts = torch.zeros(len(groups), dtype=values.dtype, device=values.device).index_add_(
+        0, index, torch.ones_like(values))
+    return (sums[index] - values) / (counts[index] - 1).clamp(min=1)
+
+
+def group_stats(values: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element mean and (population) std of its group."""
+    groups, index = torch.unique(group, return_inverse=True)
+    ones = torch.ones_like(values)
+    counts = torch.zeros(len(groups), dtype=values.dtype, device=values.device).index_add_(0, index, ones)
+    means = torch.zeros(len(groups), dtype=values.dtype, device=values.device).index_add_(0, index, values) / counts
+    sq = torch.zeros(len(groups), dtype=values.dtype, device=values.device).index_add_(
+        0, index, (values - means[index]) ** 2)
+    return means[index], (sq / counts).sqrt()[index]
+
+
+def rloo_advantages(returns: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """RLOO (Ahmadian et al., arXiv 2402.14740; reference §2.2): A_i = R_i − (1/(k−1)) Σ_{j≠i} R_j."""
+    return returns - group_mean_others(returns, group)
+
+
+def grpo_advantages(scores: torch.Tensor, group: torch.Tensor, scale: bool = True,
+                    eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO outcome supervision (Shao et al., arXiv 2402.03300; reference §2.4): Â_i = (r_i − mean)/(std + ε).
+
+    ``scale=False`` is Dr. GRPO (no std division). Zero-variance guard: a group whose rewards are all equal
+    gets advantage 0 (not 0/ε noise). Returns (advantages, mask of zero-variance elements).
+    """
+    mean, std = group_stats(scores, group)
+    zero_var = std < 1e-8
+    centred = scores - mean
+    advantages = centred / (std + eps) if scale else centred
+    return torch.where(zero_var, torch.zeros_like(advantages), advantages), zero_var
+
+
+def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, how: str, max_length: int) -> torch.Tensor:
+    """Loss aggregation (reference §2.0, pitfall §6.6): ``token_mean`` over all valid tokens of the batch
+    (DAPO, TRL GRPO default), ``seq_mean`` = mean over sequences of each sequence's token mean (GRPO paper),
+    ``constant`` = Σ tokens / (B·L_max) (Dr. GRPO).
+    """
+    m = mask.to(per_token.dtype)
+    if how == "token_mean":
+        return (per_token * m).sum() / m.sum().clamp(min=1)
+    if how == "seq_mean":
+        return ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()
+    if how == "constant":
+        return (per_token * m).sum() / (per_token.shape[0] * max_length)
+    raise ValueError(f"unknown loss aggregation {how!r}")

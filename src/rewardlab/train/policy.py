@@ -1,33 +1,54 @@
 """Stage `policy`: optimise the SFT policy against a reward model with one shared RL loop.
 
-Each step: rollout (sample with a KV cache) → score (RM at the last non-pad token, normalised, minus
-the missing-EOS penalty) → shape (per-token k1 KL in the reward, score at the last token) → advantages
-(the algorithm's estimator) → update (the algorithm's objective, epochs × mini-batches).
+Each step: rollout (HF ``generate`` with a KV cache; G samples per prompt for group methods, plus a
+greedy rollout for ReMax) → score (the RM at the last non-pad token, normalised; optionally a composite
+with fluency and diversity; minus the missing-EOS penalty) → shape (how the score reaches the tokens:
+``rewardlab.rl.shaping``; the KL penalty in the reward or in the loss) → advantages (the algorithm's
+estimator) → update (the algorithm's objective, epochs × mini-batches, loss aggregation from the config).
 
 Outputs: the policy as a Hugging Face folder (``AutoModelForCausalLM``), history.csv (one row per
-logged step: reward_proxy, reward_gold, kl, kl_k3, entropy, length, eos_rate, clipfrac, value_loss,
-pg_loss, grad_norm, …), metrics.json (the last steps averaged), run.json.
+logged step: reward_proxy, reward_gold, kl, kl_k3, entropy, length, eos_rate, repetition, distinct_2,
+clipfrac, value_loss, grad_norm, kl_coef, credit_spearman for dense arms, …), metrics.json (the last
+tenth of training averaged), run.json.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rewardlab.models.build import load_policy, load_reward_model, reward_normalisation, token_values
+from rewardlab.evaluate import metrics as M
+from rewardlab.models.build import (
+    load_policy,
+    load_reward_model,
+    position_ids_from_mask,
+    reward_normalisation,
+    token_values,
+)
 from rewardlab.models.reward import RewardScorer
-from rewardlab.rl import algorithms
-from rewardlab.rl.advantages import masked_mean, shaped_rewards
-from rewardlab.rl.algorithms import MiniBatch
+from rewardlab.rl import algorithms, shaping
+from rewardlab.rl.advantages import aggregate_loss, masked_mean, masked_whiten
+from rewardlab.rl.algorithms import Experience
 from rewardlab.rl.kl import kl_estimate
+from rewardlab.rl.objectives import AdaptiveKLController, clipped_value_loss
 from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, rows_to_lists, sample
 from rewardlab.runinfo import read_jsonl, seed_everything, write_history, write_metrics, write_run_info
 from rewardlab.tasks.gold import SentiGramGold
 from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser
+
+
+def policy_options(config: Mapping[str, Any], algo: str) -> dict[str, Any]:
+    """``policy`` with the algorithm's entry of ``policy.overrides`` applied (e.g. GRPO's KL in the loss)."""
+    options = {k: v for k, v in config["policy"].items() if k != "overrides"}
+    options.update(config["policy"].get("overrides", {}).get(algo, {}))
+    return options
 
 
 def response_values(value_model, rollout: Rollout, mean: float, std: float) -> torch.Tensor:
@@ -36,22 +57,99 @@ def response_values(value_model, rollout: Rollout, mean: float, std: float) -> t
     return (values[:, rollout.prompt_width - 1 : -1] - mean) / std
 
 
-def run(config: dict, algo_name: str, seed: int, data_dir: Path, sft_dir: Path, rm_dir: Path, out: Path,
-        threads: int = 1) -> tuple[dict, list[dict], str]:
-    pcfg, task = config["policy"], config["task"]
+def pad_rows(rows: list[list[float]], width: int, device) -> torch.Tensor:
+    out = torch.zeros(len(rows), width, device=device)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row[:width], dtype=torch.float)
+    return out
+
+
+class TaskReward:
+    """The sequence score and its per-token shaping for one rollout batch."""
+
+    def __init__(self, config: Mapping[str, Any], pcfg: Mapping[str, Any], shaping_name: str, rm_dir: Path,
+                 gold: SentiGramGold, device: torch.device):
+        self.pcfg, self.shaping, self.gold, self.device = pcfg, shaping_name, gold, device
+        self.composite = config["reward"]["composite"]
+        self.scorer = RewardScorer(rm_dir, device)
+        self.attention_model = None
+        if shaping_name == "abc":  # attentions need the eager implementation
+            self.attention_model = AutoModelForSequenceClassification.from_pretrained(
+                rm_dir, attn_implementation="eager").to(device).eval()
+
+    @torch.no_grad()
+    def __call__(self, rollout: Rollout, prompts: list[list[int]], ref_logp: torch.Tensor) -> dict[str, Any]:
+        mask = rollout.response_mask.float()
+        proxy = self.scorer.normalised(rollout.input_ids, rollout.attention_mask)
+        responses = rows_to_lists(rollout)
+        c = self.composite
+        score = c["task"] * proxy
+        if c["fluency"]:
+            score = score + c["fluency"] * masked_mean(ref_logp, mask, dim=-1)
+        if c["diversity"]:
+            score = score + c["diversity"] * torch.tensor([M.distinct_n([r], 2) for r in responses],
+                                                          device=proxy.device)
+        penalty = self.pcfg["missing_eos_penalty"] * (~rollout.has_eos).float()
+        gold_credits = pad_rows([self.gold.credits(p, r) for p, r in zip(prompts, responses)], mask.shape[1],
+                                self.device)
+        if self.shaping == "sparse":
+            task = shaping.sparse(score, mask)
+        elif self.shaping == "uniform":
+            task = shaping.uniform(score, mask)
+        elif self.shaping == "abc":
+            out = self.attention_model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                                       position_ids=position_ids_from_mask(rollout.attention_mask),
+                                       output_attentions=True)
+            weights = shaping.final_token_attention(out.attentions[-1], rollout.attention_mask, rollout.prompt_width)
+            task = shaping.attention_credit(score, weights, mask, self.pcfg["abc_beta"])
+        elif self.shaping == "prefix_difference":
+            # Normalised RM scores of every prefix (member 0): R(x, y_≤t), t = 0 … T, from one forward pass.
+            model = self.scorer.models[0]
+            mean, std = reward_normalisation(model)
+            values = (token_values(model, rollout.input_ids, rollout.attention_mask).float() - mean) / std
+            prefix = values[:, rollout.prompt_width - 1 :]
+            task = shaping.prefix_difference(prefix, mask)
+            # Composite extras are sequence-level: they stay sparse on top of the dense RM credit.
+            task = task + shaping.sparse(score - c["task"] * proxy, mask)
+        elif self.shaping == "oracle":
+            task = gold_credits  # the gold per-token credit, missing-EOS penalty included
+            penalty = torch.zeros_like(penalty)
+            score = gold_credits.sum(-1)
+        else:
+            raise ValueError(f"unknown reward shaping {self.shaping!r}")
+        task = task - shaping.sparse(penalty, mask)
+        return {"proxy": proxy, "score": score - penalty, "task": task, "gold_credits": gold_credits,
+                "responses": responses}
+
+
+def credit_spearman(task: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean over responses (≥ 3 tokens) of Spearman(r_t, g_t): how well dense credit matches the gold's."""
+    values = []
+    for r, g, m in zip(task.cpu(), gold.cpu(), mask.cpu().bool()):
+        if m.sum() >= 3:
+            rho = M.spearman(r[m].tolist(), g[m].tolist())
+            if not np.isnan(rho):
+                values.append(rho)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Path, sft_dir: Path, rm_dir: Path,
+        out: Path, threads: int = 1) -> tuple[dict, list[dict], str]:
+    pcfg, task_cfg = policy_options(config, algo_name), config["task"]
     seed_everything(seed)
     accelerator = make_accelerator(config, threads)
     device = accelerator.device
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    gold = SentiGramGold(tokenizer, task)
+    gold = SentiGramGold(tokenizer, task_cfg)
     prompts = tokenizer([r["prompt"] for r in read_jsonl(data_dir / "prompts_train.jsonl")],
                         add_special_tokens=False)["input_ids"]
 
     algo = algorithms.build(algo_name, pcfg)
+    group_size = pcfg["group_size"] if algo.needs_group else 1
     policy = load_policy(sft_dir)
     reference = load_policy(sft_dir).to(device).eval().requires_grad_(False)
-    reward_model = RewardScorer(rm_dir, device)
+    task_reward = TaskReward(config, pcfg, shaping_name, rm_dir, gold, device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=pcfg["lr"], eps=1e-5)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     value_model = value_optimizer = None
@@ -62,87 +160,128 @@ def run(config: dict, algo_name: str, seed: int, data_dir: Path, sft_dir: Path, 
         value_optimizer = torch.optim.Adam(value_model.parameters(), lr=pcfg["value_lr"], eps=1e-5)
         value_model, value_optimizer = accelerator.prepare(value_model, value_optimizer)
     rng = random.Random(seed)
-    temperature, kl_coef = pcfg["temperature"], pcfg["kl_coef"]
+    temperature, estimator = pcfg["temperature"], pcfg["kl_estimator"]
+    kl_in_reward = pcfg["kl_in"] == "reward"
+    controller = (AdaptiveKLController(pcfg["kl_coef"], pcfg["kl_target"], pcfg["kl_horizon"])
+                  if pcfg["kl_target"] else None)
+    kl_coef = pcfg["kl_coef"]
+    samples_seen = 0
+
+    def score_rollout(rollout: Rollout, batch_prompts: list[list[int]]):
+        """Log-probs, KL and shaped rewards of a rollout at the current policy (no grad)."""
+        logp, entropy = logprobs_and_entropy(policy, rollout, temperature)
+        ref_logp, _ = logprobs_and_entropy(reference, rollout, temperature)
+        mask = rollout.response_mask.float()
+        kl = kl_estimate(logp, ref_logp, estimator) * mask
+        scored = task_reward(rollout, batch_prompts, ref_logp)
+        rewards = scored["task"] - (kl_coef * kl if kl_in_reward else 0.0)
+        if pcfg["whiten_rewards"]:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        return logp, ref_logp, entropy, mask, kl, scored, rewards
 
     history: list[dict] = []
-    for step in progress(range(1, pcfg["steps"] + 1), pcfg["steps"], f"policy[{algo_name}]",
+    for step in progress(range(1, pcfg["steps"] + 1), pcfg["steps"], f"policy[{algo_name}/{shaping_name}]",
                          config.get("progress", True)):
-        batch_prompts = [prompts[i] for i in rng.sample(range(len(prompts)), min(pcfg["prompts_per_step"],
-                                                                                   len(prompts)))]
-        rollout = sample(accelerator.unwrap_model(policy), batch_prompts, max_new_tokens=task["max_new_tokens"],
+        chosen = rng.sample(range(len(prompts)), min(pcfg["prompts_per_step"], len(prompts)))
+        batch_prompts = [prompts[i] for i in chosen for _ in range(group_size)]
+        group = torch.tensor([j for j in range(len(chosen)) for _ in range(group_size)], device=device)
+        generator_policy = accelerator.unwrap_model(policy)
+        rollout = sample(generator_policy, batch_prompts, max_new_tokens=task_cfg["max_new_tokens"],
                          temperature=temperature, eos_id=eos_id, pad_id=pad_id, device=device)
-        mask = rollout.response_mask.float()
+        samples_seen += len(batch_prompts)
         with torch.no_grad():
-            old_logp, entropy = logprobs_and_entropy(policy, rollout, temperature)
-            ref_logp, _ = logprobs_and_entropy(reference, rollout, temperature)
-            proxy = reward_model.normalised(rollout.input_ids, rollout.attention_mask)
-            score = proxy - pcfg["missing_eos_penalty"] * (~rollout.has_eos).float()
-            kl = kl_estimate(old_logp, ref_logp, "k1") * mask
-            rewards = shaped_rewards(score, kl, mask, kl_coef)
+            old_logp, ref_logp, entropy, mask, kl, scored, rewards = score_rollout(rollout, batch_prompts)
+            baseline_score = None
+            if algo.needs_greedy:
+                greedy = sample(generator_policy, batch_prompts, max_new_tokens=task_cfg["max_new_tokens"],
+                                temperature=temperature, eos_id=eos_id, pad_id=pad_id, device=device, greedy=True)
+                *_, g_mask, _, _, g_rewards = score_rollout(greedy, batch_prompts)
+                baseline_score = (g_rewards * g_mask).sum(-1)
             old_values = (response_values(value_model, rollout, value_mean, value_std) * mask
                           if value_model is not None else None)
-            advantages, returns = algo.advantages(rewards, old_values, mask)
+            advantages, returns = algo.advantages(Experience(rewards=rewards, score=scored["score"], mask=mask,
+                                                             group=group, values=old_values,
+                                                             baseline_score=baseline_score))
 
         stats: dict[str, list[float]] = {}
         n = len(batch_prompts)
+        size = -(-n // pcfg["minibatches"])
         for _ in range(algo.update_epochs):
             order = torch.randperm(n).tolist()
-            size = -(-n // pcfg["minibatches"])
             for start in range(0, n, size):
                 idx = torch.tensor(order[start : start + size], device=device)
-                mb_rollout = rollout.select(idx)
-                logp, _ = logprobs_and_entropy(policy, mb_rollout, temperature)
-                values = (response_values(value_model, mb_rollout, value_mean, value_std)
-                          if value_model is not None else None)
-                batch = MiniBatch(logp=logp, old_logp=old_logp[idx], advantages=advantages[idx],
-                                  returns=returns[idx], mask=mask[idx], values=values,
-                                  old_values=old_values[idx] if old_values is not None else None)
-                loss, loss_stats = algo.loss(batch)
+                mb = rollout.select(idx)
+                mb_mask = mask[idx]
+                logp, mb_entropy = logprobs_and_entropy(policy, mb, temperature)
+                tokens, clipped = algo.policy_loss_tokens(logp, old_logp[idx], advantages[idx])
+                if not kl_in_reward:
+                    tokens = tokens + kl_coef * kl_estimate(logp, ref_logp[idx], estimator)
+                if pcfg["entropy_coef"]:
+                    tokens = tokens - pcfg["entropy_coef"] * mb_entropy
+                loss = aggregate_loss(tokens, mb_mask, pcfg["loss_aggregation"], task_cfg["max_new_tokens"])
+                record = {"pg_loss": loss.item()}
+                if clipped is not None:
+                    record["clipfrac"] = masked_mean(clipped, mb_mask).item()
+                if value_model is not None:
+                    values = response_values(value_model, mb, value_mean, value_std)
+                    vf_loss, vf_clip = clipped_value_loss(values, old_values[idx], returns[idx], mb_mask,
+                                                          pcfg["value_clip"])
+                    loss = loss + pcfg["vf_coef"] * vf_loss
+                    record.update(value_loss=vf_loss.item(), value_clipfrac=vf_clip.item())
                 accelerator.backward(loss)
-                grad_norm = accelerator.clip_grad_norm_(policy.parameters(), pcfg["max_grad_norm"])
+                record["grad_norm"] = float(accelerator.clip_grad_norm_(policy.parameters(), pcfg["max_grad_norm"]))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 if value_model is not None:
                     accelerator.clip_grad_norm_(value_model.parameters(), pcfg["max_grad_norm"])
                     value_optimizer.step()
                     value_optimizer.zero_grad(set_to_none=True)
-                loss_stats["grad_norm"] = float(grad_norm)
-                for key, value in loss_stats.items():
+                for key, value in record.items():
                     stats.setdefault(key, []).append(value)
 
+        observed_kl = kl_estimate(old_logp, ref_logp, "k1").mul(mask).sum(-1).mean().item()
         if step % pcfg["log_every"] == 0 or step == pcfg["steps"]:
-            responses = rows_to_lists(rollout)
-            prompt_rows = batch_prompts
-            golds = gold.rewards(prompt_rows, responses)
-            k3 = kl_estimate(old_logp, ref_logp, "k3") * mask
+            responses = scored["responses"]
+            golds = gold.rewards(batch_prompts, responses)
+            bodies = [r[:-1] if r and r[-1] == eos_id else r for r in responses]
             row = {
                 "step": step,
-                "reward_proxy": proxy.mean().item(),
+                "samples": samples_seen,
+                "reward_proxy": scored["proxy"].mean().item(),
                 "reward_gold": sum(golds) / len(golds),
-                "score": score.mean().item(),
-                "kl": kl.sum(-1).mean().item(),
-                "kl_k3": k3.sum(-1).mean().item(),
+                "score": scored["score"].mean().item(),
+                "kl": observed_kl,
+                "kl_k3": kl_estimate(old_logp, ref_logp, "k3").mul(mask).sum(-1).mean().item(),
                 "entropy": masked_mean(entropy, mask).item(),
                 "length": (rollout.lengths.float() - rollout.has_eos.float()).mean().item(),
                 "eos_rate": rollout.has_eos.float().mean().item(),
+                "repetition": M.repetition_rate(bodies),
+                "distinct_2": M.distinct_n(bodies, 2),
                 "kl_coef": kl_coef,
             }
+            if shaping_name != "sparse":
+                row["credit_spearman"] = credit_spearman(scored["task"], scored["gold_credits"], mask)
+            if algo_name == "grpo":
+                row["frac_reward_zero_std"] = algo.frac_zero_std
             row.update({k: sum(v) / len(v) for k, v in stats.items()})
             history.append(row)
+        if controller is not None:
+            kl_coef = controller.update(observed_kl, len(batch_prompts))
 
     unwrapped = accelerator.unwrap_model(policy)
     unwrapped.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     tail = history[-max(1, len(history) // 10) :]
-    keys = [k for k in history[-1] if k != "step"]
-    metrics = {f"train_{k}": sum(h.get(k, 0.0) for h in tail) / len(tail) for k in keys}
-    metrics["steps"] = pcfg["steps"]
+    keys = [k for k in history[-1] if k not in ("step", "samples")]
+    metrics = {f"train_{k}": float(np.nanmean([h.get(k, np.nan) for h in tail])) for k in keys}
+    metrics.update(steps=pcfg["steps"], samples=samples_seen)
     return metrics, history, str(device)
 
 
 def main() -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--algorithm", required=True)
+    parser.add_argument("--shaping", default="sparse", choices=shaping.SHAPINGS)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--sft", required=True)
@@ -151,10 +290,11 @@ def main() -> None:
     config = parse_config(args.config)
     started = time.time()
     out = Path(args.out)
-    metrics, history, device = run(config, args.algorithm, args.seed, Path(args.data), Path(args.sft),
-                                   Path(args.rm), out, args.threads)
+    metrics, history, device = run(config, args.algorithm, args.shaping, args.seed, Path(args.data),
+                                   Path(args.sft), Path(args.rm), out, args.threads)
     write_history(out, history)
-    write_run_info(out, "policy", config, args.seed, started, device, {"algorithm": args.algorithm})
+    write_run_info(out, "policy", config, args.seed, started, device,
+                   {"algorithm": args.algorithm, "shaping": args.shaping})
     write_metrics(out, metrics)
 
 
