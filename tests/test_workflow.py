@@ -42,7 +42,7 @@ def quick_run(tmp_path_factory) -> Path:
 @pytest.mark.workflow
 def test_quick_dag_writes_every_contracted_output(quick_run):
     results = quick_run / "results/quick"
-    for stage in ("sft", "rm/bt-eps0-s0", "policy/ppo-bt-eps0-s0", "policy/reinforce-bt-eps0-s0"):
+    for stage in ("sft", "rm/bt-eps0.0-s0", "policy/ppo-sparse-bt-eps0.0-s0", "policy/reinforce-sparse-bt-eps0.0-s0"):
         folder = results / stage
         for name in ("metrics.json", "history.csv", "run.json", "model.safetensors", "config.json"):
             assert (folder / name).is_file(), f"{folder}/{name}"
@@ -50,17 +50,19 @@ def test_quick_dag_writes_every_contracted_output(quick_run):
         assert {"config", "seed", "versions", "git_revision", "wall_time_s", "device"} <= set(run)
         metrics = json.loads((folder / "metrics.json").read_text())
         assert all(isinstance(v, (int, float)) for v in metrics.values())
-    assert RM_METRICS <= set(json.loads((results / "eval/rm/bt-eps0-s0/metrics.json").read_text()))
-    for run_name in ("sft-bt-eps0-s0", "ppo-bt-eps0-s0", "reinforce-bt-eps0-s0"):
+    assert RM_METRICS <= set(json.loads((results / "eval/rm/bt-eps0.0-s0/metrics.json").read_text()))
+    for run_name in ("sft-bt-eps0.0-s0", "ppo-sparse-bt-eps0.0-s0", "reinforce-sparse-bt-eps0.0-s0"):
         metrics = json.loads((results / f"eval/policy/{run_name}/metrics.json").read_text())
         assert POLICY_METRICS <= set(metrics)
     summary = pd.read_csv(results / "eval/summary.csv")
-    assert list(summary["run"]) == ["sft-bt-eps0-s0", "ppo-bt-eps0-s0", "reinforce-bt-eps0-s0"]
+    assert list(summary["run"]) == ["sft-bt-eps0.0-s0", "ppo-sparse-bt-eps0.0-s0", "reinforce-sparse-bt-eps0.0-s0",
+                                    "bon16-bt-eps0.0-s0"]
     assert {"reward_gold", "kl", "rm_accuracy_gold"} <= set(summary.columns)
-    assert "| ppo-bt-eps0-s0 |" in (results / "eval/summary.md").read_text()
-    for plot in ("rm_calibration.png", "policy_curves.png", "bon_curves.png", "loss_comparison.png"):
+    assert "| ppo-sparse-bt-eps0.0-s0 |" in (results / "eval/summary.md").read_text()
+    for plot in ("rm_calibration.png", "policy_curves.png", "bon_curves.png", "loss_comparison.png", "frontier.png",
+                 "sample_efficiency.png"):
         assert (results / "eval/plots" / plot).stat().st_size > 10_000
-    history = pd.read_csv(results / "policy/ppo-bt-eps0-s0/history.csv")
+    history = pd.read_csv(results / "policy/ppo-sparse-bt-eps0.0-s0/history.csv")
     assert {"reward_proxy", "reward_gold", "kl", "clipfrac", "value_loss"} <= set(history.columns)
     assert (quick_run / "data/processed/sentigram-quick/prompts_test.jsonl").is_file()
 
@@ -97,14 +99,14 @@ def test_reward_model_study_sweeps_losses_noise_and_seeds(quick_run):
     shutil.copytree(quick_run / "results/quick/sft", quick_run / "results/study/sft")
     snakemake(quick_run, "--configfile", "study.yaml")
     results = quick_run / "results/study"
-    runs = [f"{loss}-{noise}-s{seed}" for loss in STUDY["reward"]["losses"] for noise in ("eps0", "eps0.25")
+    runs = [f"{loss}-{noise}-s{seed}" for loss in STUDY["reward"]["losses"] for noise in ("eps0.0", "eps0.25")
             for seed in (0, 1)]
     for run in runs:
         metrics = json.loads((results / "eval/rm" / run / "metrics.json").read_text())
         assert RM_METRICS | {"bench_score", "bon_alpha", "bon_beta", "spearman_gold_ood"} <= set(metrics)
         assert (results / "rm" / run / "members/1/model.safetensors").is_file()  # a 2-member ensemble
     noisy = json.loads((results / "labels/eps0.25/metrics.json").read_text())
-    clean = json.loads((results / "labels/eps0/metrics.json").read_text())
+    clean = json.loads((results / "labels/eps0.0/metrics.json").read_text())
     assert noisy["train_label_agreement_gold"] < clean["train_label_agreement_gold"] - 0.1
     summary = pd.read_csv(results / "eval/summary.csv")
     assert sorted(summary["run"]) == sorted(runs)

@@ -106,8 +106,8 @@ def flip_rates(config: Mapping[str, Any]) -> list[float]:
 
 
 def noise_tag(flip_rate: float) -> str:
-    """The label-noise part of run names: ``eps0``, ``eps0.25``."""
-    return f"eps{flip_rate:g}"
+    """The label-noise part of run names: ``eps0.0``, ``eps0.25`` (as DVC's templating writes the number)."""
+    return f"eps{float(flip_rate)}"
 
 
 def deep_update(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
