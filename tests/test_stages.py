@@ -112,6 +112,41 @@ def test_reward_model_reloads_and_scores_at_last_token(tiny_pipeline):
     assert tiny_pipeline["rm_history"][-1]["loss"] < 0.75
 
 
+@pytest.mark.parametrize("loss", ["plackett_luce", "kwise_allpairs", "best_of_k", "mse_rating", "mse_multiattr",
+                                  "triplet_aux", "focal"])
+def test_reward_stage_trains_every_label_shape(tiny_pipeline, loss, tmp_path):
+    from rewardlab.models.reward import RewardScorer
+    from rewardlab.train import reward
+
+    p = tiny_pipeline
+    metrics, history, _ = reward.run(p["config"], loss, 0, p["labels"], p["pool"], p["sft"], tmp_path)
+    assert history[-1]["loss"] < history[0]["loss"]
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert model.config.num_labels == (5 if loss == "mse_multiattr" else 1)
+    ids = torch.tensor([[1, 5, 6, 3, 77, 10, 73, 31, 84, 2]])
+    score = RewardScorer(tmp_path).raw(ids, torch.ones_like(ids))
+    assert score.shape == (1,) and torch.isfinite(score).all()
+
+
+def test_ensemble_scores_aggregate_members(tiny_pipeline, tmp_path):
+    import copy
+
+    from rewardlab.models.reward import RewardScorer, aggregate
+    from rewardlab.train import reward
+
+    p = tiny_pipeline
+    cfg = copy.deepcopy(p["config"])
+    cfg["reward"]["ensemble"] = {"members": 3, "aggregate": "min", "uwo_lambda": 0.5}
+    metrics, _, _ = reward.run(cfg, "bt", 0, p["labels"], p["pool"], p["sft"], tmp_path)
+    assert metrics["members"] == 3
+    scorer = RewardScorer(tmp_path)
+    assert scorer.members == 3
+    ids = torch.tensor([[1, 5, 6, 3, 77, 10, 73, 31, 84, 2], [1, 5, 7, 3, 78, 15, 73, 45, 84, 2]])
+    z = scorer._z(ids, torch.ones_like(ids))
+    assert torch.allclose(scorer.normalised(ids, torch.ones_like(ids)), z.min(0).values)
+    assert torch.allclose(aggregate(z, "uwo", 0.5), z.mean(0) - 0.5 * z.var(0, unbiased=False))
+
+
 @pytest.mark.parametrize("algorithm, shaping", [
     ("ppo", "sparse"), ("reinforce", "sparse"), ("rloo", "sparse"), ("grpo", "sparse"), ("reinforce_pp", "sparse"),
     ("reinforce_pp_baseline", "sparse"), ("remax", "sparse"), ("ppo", "uniform"), ("ppo", "abc"),

@@ -84,7 +84,7 @@ STUDY = {
     "name": "study",
     "seeds": [0, 1],
     "labels": {"flip_rate": [0.0, 0.25]},
-    "reward": {"losses": ["plackett_luce", "mse_multiattr"], "ensemble": {"members": 2, "aggregate": "uwo"}},
+    "reward": {"losses": ["bt_margin"], "ensemble": {"members": 2, "aggregate": "uwo"}},
     "policy": {"algorithms": []},
     "resources": {"reward": {"threads": 1}},
 }

@@ -55,21 +55,30 @@ def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     plt.close(fig)
 
 
+def _mean_over_seeds(tables: dict[str, pd.DataFrame], columns: list[str]) -> dict[str, pd.DataFrame]:
+    """Average runs that differ only by their ``-s<seed>`` suffix."""
+    groups: dict[str, list[pd.DataFrame]] = {}
+    for name, table in tables.items():
+        groups.setdefault(name.rsplit("-s", 1)[0], []).append(table)
+    return {g: pd.concat(ts).groupby(level=0)[columns].mean() for g, ts in groups.items()}
+
+
 def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
-    """Best-of-n gold (solid) and proxy (dashed) gain over n = 1 against √KL_bon, per reward model."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, table) in enumerate(sorted(curves.items())):
-        colour = colours[i % len(colours)]
-        axes[0].plot(table["sqrt_kl"], table["gold_gain"], "o-", ms=3, color=colour, label=name)
-        axes[1].plot(table["sqrt_kl"], table["proxy_gain"], "o--", ms=3, color=colour, label=name)
-    axes[0].set_title("Gold reward of best-of-n (gain over n = 1)")
+    """Best-of-n gold (left) and normalised proxy (right) gain over n = 1 against √KL_bon, mean over seeds."""
+    grouped = _mean_over_seeds(curves, ["sqrt_kl", "gold_gain", "proxy_gain"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    cmap = plt.get_cmap("tab20")
+    for i, (name, table) in enumerate(sorted(grouped.items())):
+        style = "-" if i % 40 < 20 else "--"
+        axes[0].plot(table["sqrt_kl"], table["gold_gain"], style, marker="o", ms=2, color=cmap(i % 20), label=name)
+        axes[1].plot(table["sqrt_kl"], table["proxy_gain"], style, marker="o", ms=2, color=cmap(i % 20))
+    axes[0].set_title("Gold reward of best-of-n (gain over n = 1), mean over seeds")
     axes[1].set_title("Proxy (normalised RM) of best-of-n")
     for ax in axes:
         ax.set_xlabel("√KL_bon = √(log n − (n−1)/n)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(fontsize=6, loc="center right", ncol=1 + len(grouped) // 30)
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

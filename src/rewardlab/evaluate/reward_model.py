@@ -35,12 +35,14 @@ from rewardlab.train.reward import encode
 
 @torch.no_grad()
 def raw_scores(scorer: RewardScorer, tokenizer, prompts: list[str], responses: list[str], device: torch.device,
-               batch_size: int = 512) -> np.ndarray:
+               batch_size: int = 512, normalised: bool = False) -> np.ndarray:
+    """RM scores of prompt + response texts: raw (the BT scale) or normalised (mean 0 / std 1 on SFT)."""
     sequences = encode(tokenizer, prompts, responses)
+    score = scorer.normalised if normalised else scorer.raw
     out = []
     for i in range(0, len(sequences), batch_size):
         ids, mask = pad_right(sequences[i : i + batch_size], tokenizer.pad_token_id)
-        out.append(scorer.raw(ids.to(device), mask.to(device)).cpu())
+        out.append(score(ids.to(device), mask.to(device)).cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -88,7 +90,8 @@ def bon_metrics(scorer, tokenizer, pool: list[dict], device) -> tuple[dict, list
     n_max = min(len(row["responses"]) for row in pool)
     flat_prompts = [row["prompt"] for row in pool for _ in row["responses"][:n_max]]
     flat_responses = [r for row in pool for r in row["responses"][:n_max]]
-    scores = raw_scores(scorer, tokenizer, flat_prompts, flat_responses, device).reshape(len(pool), n_max)
+    scores = raw_scores(scorer, tokenizer, flat_prompts, flat_responses, device, normalised=True).reshape(
+        len(pool), n_max)
     gold = np.array([row["gold"][:n_max] for row in pool])
     ns = sorted({n for n in [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, n_max] if n <= n_max})
     rows = B.curve(scores.tolist(), gold.tolist(), ns)
