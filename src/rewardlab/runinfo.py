@@ -133,3 +133,13 @@ def write_run_info(out_dir: str | Path, stage: str, config: Mapping[str, Any], s
     if extra:
         info.update(extra)
     write_json(Path(out_dir) / "run.json", info)
+
+
+def finish_stage(out_dir: str | Path, stage: str, config: Mapping[str, Any], seed: int | None, started: float,
+                 device: str, metrics: Mapping[str, float], history: list[Mapping[str, float]] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
+    """Write a stage's history.csv (if any), run.json, then metrics.json last: its presence marks a finished run."""
+    if history is not None:
+        write_history(out_dir, history)
+    write_run_info(out_dir, stage, config, seed, started, device, extra)
+    write_metrics(out_dir, metrics)

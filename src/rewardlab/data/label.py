@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rewardlab.data import annotators as A
 from rewardlab.data.formats import ultrafeedback_row
-from rewardlab.runinfo import read_jsonl, write_json, write_jsonl, write_metrics, write_run_info
+from rewardlab.runinfo import finish_stage, read_jsonl, write_json, write_jsonl
 
 
 def load_pool(path: Path) -> list[A.PoolItem]:
@@ -75,8 +75,8 @@ def main() -> None:
     started = time.time()
     out = Path(args.out)
     metrics = run(config, args.flip_rate, Path(args.pool), out)
-    write_run_info(out, "label", config, config["labels"]["seed"], started, "cpu", {"flip_rate": args.flip_rate})
-    write_metrics(out, metrics)
+    finish_stage(out, "label", config, config["labels"]["seed"], started, "cpu", metrics,
+                 extra={"flip_rate": args.flip_rate})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from rewardlab.data import bench
 from rewardlab.data.annotators import PoolItem
 from rewardlab.models.build import load_policy
 from rewardlab.rl.rollout import rows_to_lists, sample
-from rewardlab.runinfo import read_jsonl, seed_everything, write_jsonl, write_metrics, write_run_info
+from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything, write_jsonl
 from rewardlab.tasks import sentigram as sg
 from rewardlab.tasks.gold import SentiGramGold
 from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser
@@ -101,8 +101,7 @@ def main() -> None:
     started = time.time()
     out = Path(args.out)
     metrics, device = run(config, Path(args.data), Path(args.sft), out, args.threads)
-    write_run_info(out, "pool", config, config["labels"]["seed"], started, device)
-    write_metrics(out, metrics)
+    finish_stage(out, "pool", config, config["labels"]["seed"], started, device, metrics)
 
 
 if __name__ == "__main__":

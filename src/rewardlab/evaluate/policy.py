@@ -26,7 +26,7 @@ from rewardlab.models.reward import RewardScorer
 from rewardlab.rl.advantages import masked_mean
 from rewardlab.rl.kl import kl_estimate
 from rewardlab.rl.rollout import logprobs_and_entropy, rows_to_lists, sample
-from rewardlab.runinfo import read_jsonl, seed_everything, write_jsonl, write_metrics, write_run_info
+from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything, write_jsonl
 from rewardlab.tasks.gold import SentiGramGold
 from rewardlab.train.common import make_accelerator, parse_config, stage_parser
 
@@ -111,9 +111,8 @@ def main() -> None:
                         add_special_tokens=False)["input_ids"]
     result, samples = evaluate(policy, reference, reward_model, gold, prompts, config, tokenizer, device)
     write_jsonl(out / "samples.jsonl", samples)
-    write_run_info(out, "evaluate_policy", config, config["evaluate"]["seed"], started, str(device),
-                   {"policy": args.policy, "rm": args.rm})
-    write_metrics(out, result)
+    finish_stage(out, "evaluate_policy", config, config["evaluate"]["seed"], started, str(device), result,
+                 extra={"policy": args.policy, "rm": args.rm})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,12 @@ from rewardlab.data.formats import read_pairs
 from rewardlab.evaluate import bon as B
 from rewardlab.evaluate import metrics as M
 from rewardlab.models.reward import RewardScorer
-from rewardlab.runinfo import atomic_write_text, read_jsonl, seed_everything, write_metrics, write_run_info
+from rewardlab.runinfo import (
+    atomic_write_text,
+    finish_stage,
+    read_jsonl,
+    seed_everything,
+)
 from rewardlab.train.common import make_accelerator, parse_config, stage_parser
 from rewardlab.train.reward import encode
 
@@ -130,8 +135,8 @@ def main() -> None:
     result.update(bon_result)
     atomic_write_text(out / "calibration.csv", pd.DataFrame(calibration).to_csv(index=False, float_format="%.6g"))
     atomic_write_text(out / "bon.csv", pd.DataFrame(bon_rows).to_csv(index=False, float_format="%.6g"))
-    write_run_info(out, "evaluate_rm", config, None, started, str(device), {"rm": args.rm, "members": scorer.members})
-    write_metrics(out, result)
+    finish_stage(out, "evaluate_rm", config, None, started, str(device), result,
+                 extra={"rm": args.rm, "members": scorer.members})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from rewardlab.data.batching import pad_right
 from rewardlab.data.formats import read_pairs
 from rewardlab.models.build import load_policy
 from rewardlab.rl import offline
-from rewardlab.runinfo import read_jsonl, seed_everything, write_history, write_metrics, write_run_info
+from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
 from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser, warmup_linear_decay
 
 
@@ -115,10 +115,8 @@ def main() -> None:
     out = Path(args.out)
     metrics, history, device = run(config, args.algorithm, args.seed, Path(args.labels), Path(args.sft), out,
                                    args.threads)
-    write_history(out, history)
-    write_run_info(out, "dpo", config, args.seed, started, device,
-                   {"algorithm": args.algorithm, "ipo_log_ratio": "length-normalised (TRL)"})
-    write_metrics(out, metrics)
+    finish_stage(out, "dpo", config, args.seed, started, device, metrics, history,
+                 extra={"algorithm": args.algorithm, "ipo_log_ratio": "length-normalised (TRL)"})
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from rewardlab.rl.algorithms import Experience
 from rewardlab.rl.kl import kl_estimate
 from rewardlab.rl.objectives import AdaptiveKLController, clipped_value_loss
 from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, rows_to_lists, sample
-from rewardlab.runinfo import read_jsonl, seed_everything, write_history, write_metrics, write_run_info
+from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
 from rewardlab.tasks.gold import SentiGramGold
 from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser
 
@@ -292,10 +292,8 @@ def main() -> None:
     out = Path(args.out)
     metrics, history, device = run(config, args.algorithm, args.shaping, args.seed, Path(args.data),
                                    Path(args.sft), Path(args.rm), out, args.threads)
-    write_history(out, history)
-    write_run_info(out, "policy", config, args.seed, started, device,
-                   {"algorithm": args.algorithm, "shaping": args.shaping})
-    write_metrics(out, metrics)
+    finish_stage(out, "policy", config, args.seed, started, device, metrics, history,
+                 extra={"algorithm": args.algorithm, "shaping": args.shaping})
 
 
 if __name__ == "__main__":

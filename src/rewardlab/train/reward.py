@@ -37,7 +37,12 @@ from rewardlab.models.build import (
     sequence_scores,
 )
 from rewardlab.models.reward import ENSEMBLE_FILE
-from rewardlab.runinfo import read_jsonl, seed_everything, write_history, write_json, write_metrics, write_run_info
+from rewardlab.runinfo import (
+    finish_stage,
+    read_jsonl,
+    seed_everything,
+    write_json,
+)
 from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser, warmup_linear_decay
 
 
@@ -243,9 +248,7 @@ def main() -> None:
     out = Path(args.out)
     metrics, history, device = run(config, args.loss, args.seed, Path(args.labels), Path(args.pool), Path(args.sft),
                                    out, args.threads)
-    write_history(out, history)
-    write_run_info(out, "reward", config, args.seed, started, device, {"loss": args.loss})
-    write_metrics(out, metrics)
+    finish_stage(out, "reward", config, args.seed, started, device, metrics, history, extra={"loss": args.loss})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 
 from rewardlab.data.batching import pad_right
 from rewardlab.models.build import build_tiny_gpt, count_parameters
-from rewardlab.runinfo import read_jsonl, seed_everything, write_history, write_metrics, write_run_info
+from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
 from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser, warmup_linear_decay
 
 
@@ -112,9 +112,7 @@ def main() -> None:
     started = time.time()
     out = Path(args.out)
     metrics, history, device = run(config, Path(args.data), out, args.threads)
-    write_history(out, history)
-    write_run_info(out, "sft", config, config["sft"]["seed"], started, device)
-    write_metrics(out, metrics)
+    finish_stage(out, "sft", config, config["sft"]["seed"], started, device, metrics, history)
 
 
 if __name__ == "__main__":
