@@ -42,10 +42,10 @@ def make_accelerator(config: dict[str, Any], threads: int) -> Accelerator:
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("device: cuda was asked for but torch sees no CUDA device")
-    precision = config.get("precision", "no")
-    if cpu and precision != "no":
-        raise SystemExit(f"precision: {precision} needs a GPU; set precision: 'no' on CPU")
-    return Accelerator(cpu=cpu, mixed_precision=precision)
+    precision = config.get("precision", "fp32")
+    if cpu and precision != "fp32":
+        raise SystemExit(f"precision: {precision} needs a GPU; set precision: fp32 on CPU")
+    return Accelerator(cpu=cpu, mixed_precision="no" if precision == "fp32" else precision)
 
 
 def progress(iterable: Iterable[T], total: int | None, desc: str, enabled: bool = True) -> Iterable[T]:
