@@ -63,8 +63,10 @@ def res(stage, key):
     return stage_resources(config, stage)[key]
 
 
-def model_files(folder):
-    return [f"{folder}/{name}" for name in ("model.safetensors", "config.json", "tokenizer.json")]
+def model_files(folder, causal=False):
+    """The files of a Hugging Face model folder (a causal LM also saves its generation config)."""
+    names = ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"]
+    return [f"{folder}/{name}" for name in names + (["generation_config.json"] if causal else [])]
 
 
 def stage_files(folder):

@@ -4,7 +4,7 @@ rule policy:
         rm=model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
         prompts=f"{DATA}/prompts_train.jsonl",
     output:
-        model_files(f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}"),
+        model_files(f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}", causal=True),
         stage_files(f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}"),
         history=f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}/history.csv",
     wildcard_constraints:
@@ -34,7 +34,7 @@ rule offline_policy:
         sft=model_files(f"{RESULTS}/sft"),
         pairs=f"{RESULTS}/labels/{{noise}}/pairs_train.jsonl",
     output:
-        model_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}"),
+        model_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}", causal=True),
         stage_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}"),
         history=f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}/history.csv",
     wildcard_constraints:

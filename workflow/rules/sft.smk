@@ -2,7 +2,7 @@ rule sft:
     input:
         rules.preprocess.output,
     output:
-        model_files(f"{RESULTS}/sft"),
+        model_files(f"{RESULTS}/sft", causal=True),
         stage_files(f"{RESULTS}/sft"),
         history=f"{RESULTS}/sft/history.csv",
     params:
