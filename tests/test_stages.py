@@ -173,6 +173,18 @@ def test_policy_stage_runs_and_logs(tiny_pipeline, algorithm, shaping, tmp_path)
     AutoModelForCausalLM.from_pretrained(tmp_path)
 
 
+def test_dpo_implicit_shaping_uses_the_dpo_policy(tiny_pipeline, tmp_path):
+    from rewardlab.train import dpo, policy
+
+    p = tiny_pipeline
+    dpo.run(p["config"], "dpo", 0, p["labels"], p["sft"], tmp_path / "dpo")
+    metrics, history, _ = policy.run(p["config"], "reinforce_pp", "dpo_implicit", 0, p["data"], p["sft"], p["rm"],
+                                     tmp_path / "policy", dpo_dir=tmp_path / "dpo")
+    assert len(history) == 3 and "credit_spearman" in history[-1]
+    with pytest.raises(ValueError, match="dpo_implicit"):
+        policy.run(p["config"], "ppo", "dpo_implicit", 0, p["data"], p["sft"], p["rm"], tmp_path / "x")
+
+
 @pytest.mark.parametrize("algorithm", ["dpo", "ipo", "cdpo"])
 def test_offline_policy_stage(tiny_pipeline, algorithm, tmp_path):
     from rewardlab.train import dpo

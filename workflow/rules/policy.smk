@@ -1,8 +1,22 @@
+def dpo_policy(wildcards):
+    """The dpo_implicit shaping reads the DPO policy trained on the same label set and seed."""
+    if wildcards.shaping != "dpo_implicit":
+        return []
+    return model_files(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}", causal=True)
+
+
+def dpo_argument(wildcards):
+    if wildcards.shaping != "dpo_implicit":
+        return ""
+    return "--dpo " + shlex.quote(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}")
+
+
 rule policy:
     input:
         sft=model_files(f"{RESULTS}/sft"),
         rm=model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
         prompts=f"{DATA}/prompts_train.jsonl",
+        dpo=dpo_policy,
     output:
         model_files(f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}", causal=True),
         stage_files(f"{RESULTS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}"),
@@ -16,6 +30,7 @@ rule policy:
         sft=f"{RESULTS}/sft",
         rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
         out=lambda w: f"{RESULTS}/policy/{w.algo}-{w.shaping}-{w.loss}-{w.noise}-s{w.seed}",
+        dpo=dpo_argument,
     log:
         f"{LOGS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("policy", "threads")
@@ -26,7 +41,7 @@ rule policy:
     shell:
         "{PYTHON} -m rewardlab.train.policy --config {params.cfg:q} --algorithm {wildcards.algo:q}"
         " --shaping {wildcards.shaping:q} --seed {wildcards.seed} --data {params.data:q} --sft {params.sft:q}"
-        " --rm {params.rm:q} --out {params.out:q} --threads {threads} 2> {log:q}"
+        " --rm {params.rm:q} {params.dpo} --out {params.out:q} --threads {threads} 2> {log:q}"
 
 
 rule offline_policy:
@@ -38,7 +53,7 @@ rule offline_policy:
         stage_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}"),
         history=f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}/history.csv",
     wildcard_constraints:
-        algo="|".join(OFFLINE) or "(?!)",
+        algo="|".join(OFFLINE + (["dpo"] if "dpo_implicit" in SHAPINGS else [])) or "(?!)",
     params:
         cfg=lambda w: stage_config("policy"),
         sft=f"{RESULTS}/sft",

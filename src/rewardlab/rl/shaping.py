@@ -12,6 +12,9 @@ penalty and the missing-EOS penalty are added by the loop. ``score`` is the sequ
                      2411.08302). A causal RM's head at position t *is* R_φ(x, y_≤t), so one forward pass
                      gives every prefix score. Σ_t r_t = R_φ(x, y) − R_φ(x): potential-based shaping of
                      the sparse reward (Ng et al. 1999), same optimum, other credit assignment.
+  dpo_implicit       r_t = β·log π_DPO(y_t|s_t)/π_ref(y_t|s_t), the implicit token reward of a DPO policy
+                     trained on the same pairs (RTO, arXiv 2404.18922; "From r to Q*", arXiv 2404.12358);
+                     computed in the policy loop, which holds the DPO and reference models
   oracle             r_t = g_t, the gold per-token credit (only a synthetic task can give it; an upper bound)
 """
 
@@ -21,7 +24,7 @@ import torch
 
 from rewardlab.rl.advantages import last_valid_index
 
-SHAPINGS = ("sparse", "uniform", "abc", "prefix_difference", "oracle")
+SHAPINGS = ("sparse", "uniform", "abc", "prefix_difference", "dpo_implicit", "oracle")
 
 
 def sparse(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

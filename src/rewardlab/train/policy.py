@@ -68,11 +68,18 @@ class TaskReward:
     """The sequence score and its per-token shaping for one rollout batch."""
 
     def __init__(self, config: Mapping[str, Any], pcfg: Mapping[str, Any], shaping_name: str, rm_dir: Path,
-                 gold: SentiGramGold, device: torch.device):
+                 gold: SentiGramGold, device: torch.device, dpo_dir: Path | None = None,
+                 reference: torch.nn.Module | None = None):
         self.pcfg, self.shaping, self.gold, self.device = pcfg, shaping_name, gold, device
         self.composite = config["reward"]["composite"]
         self.scorer = RewardScorer(rm_dir, device)
-        self.attention_model = None
+        self.attention_model = self.dpo_model = None
+        self.reference = reference
+        if shaping_name == "dpo_implicit":
+            if dpo_dir is None:
+                raise ValueError("reward shaping dpo_implicit needs a DPO policy (--dpo)")
+            self.dpo_model = load_policy(dpo_dir).to(device).eval().requires_grad_(False)
+            self.dpo_beta = config["policy"]["dpo"]["beta"]
         if shaping_name == "abc":  # attentions need the eager implementation
             self.attention_model = AutoModelForSequenceClassification.from_pretrained(
                 rm_dir, attn_implementation="eager").to(device).eval()
@@ -111,6 +118,13 @@ class TaskReward:
             task = shaping.prefix_difference(prefix, mask)
             # Composite extras are sequence-level: they stay sparse on top of the dense RM credit.
             task = task + shaping.sparse(score - c["task"] * proxy, mask)
+        elif self.shaping == "dpo_implicit":
+            # r_t = β·log π_DPO(y_t|s_t)/π_ref(y_t|s_t) (Zhong et al., arXiv 2404.18922): the DPO policy's
+            # implicit token reward replaces the RM; its sum is the sequence score.
+            dpo_logp, _ = logprobs_and_entropy(self.dpo_model, rollout, 1.0)
+            ref_logp_t1, _ = logprobs_and_entropy(self.reference, rollout, 1.0)
+            task = self.dpo_beta * (dpo_logp - ref_logp_t1) * mask
+            score = task.sum(-1)
         elif self.shaping == "oracle":
             task = gold_credits  # the gold per-token credit, missing-EOS penalty included
             penalty = torch.zeros_like(penalty)
@@ -134,7 +148,7 @@ def credit_spearman(task: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) 
 
 
 def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Path, sft_dir: Path, rm_dir: Path,
-        out: Path, threads: int = 1) -> tuple[dict, list[dict], str]:
+        out: Path, threads: int = 1, dpo_dir: Path | None = None) -> tuple[dict, list[dict], str]:
     pcfg, task_cfg = policy_options(config, algo_name), config["task"]
     seed_everything(seed)
     accelerator = make_accelerator(config, threads)
@@ -149,7 +163,7 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
     group_size = pcfg["group_size"] if algo.needs_group else 1
     policy = load_policy(sft_dir)
     reference = load_policy(sft_dir).to(device).eval().requires_grad_(False)
-    task_reward = TaskReward(config, pcfg, shaping_name, rm_dir, gold, device)
+    task_reward = TaskReward(config, pcfg, shaping_name, rm_dir, gold, device, dpo_dir, reference)
     optimizer = torch.optim.Adam(policy.parameters(), lr=pcfg["lr"], eps=1e-5)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     value_model = value_optimizer = None
@@ -286,12 +300,14 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--sft", required=True)
     parser.add_argument("--rm", required=True)
+    parser.add_argument("--dpo", default=None, help="A DPO policy folder (for the dpo_implicit shaping).")
     args = parser.parse_args()
     config = parse_config(args.config)
     started = time.time()
     out = Path(args.out)
     metrics, history, device = run(config, args.algorithm, args.shaping, args.seed, Path(args.data),
-                                   Path(args.sft), Path(args.rm), out, args.threads)
+                                   Path(args.sft), Path(args.rm), out, args.threads,
+                                   Path(args.dpo) if args.dpo else None)
     finish_stage(out, "policy", config, args.seed, started, device, metrics, history,
                  extra={"algorithm": args.algorithm, "shaping": args.shaping})
 
