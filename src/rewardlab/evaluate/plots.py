@@ -27,40 +27,42 @@ def calibration_plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
     plt.close(fig)
 
 
-def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
-    """Proxy and gold reward against √KL over training, one colour per run (Gao et al. 2022, Fig. 1)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
-    if not histories:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no RL runs in this experiment", ha="center", va="center", transform=ax.transAxes)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, history) in enumerate(sorted(histories.items())):
-        colour = colours[i % len(colours)]
-        smooth = history[["kl", "reward_proxy", "reward_gold"]].rolling(5, min_periods=1).mean()
-        root_kl = np.sqrt(smooth["kl"].clip(lower=0))
-        axes[0].plot(root_kl, smooth["reward_proxy"], "--", color=colour, label=f"{name} proxy")
-        axes[0].plot(root_kl, smooth["reward_gold"], "-", color=colour, label=f"{name} gold")
-        axes[1].plot(history["step"], smooth["reward_gold"], "-", color=colour, label=f"{name} gold")
-        axes[1].plot(history["step"], smooth["reward_proxy"], "--", color=colour, label=f"{name} proxy")
-    axes[0].set_xlabel("√KL(π ‖ π_SFT)  (nats^½, k1, rollouts)")
-    axes[0].set_ylabel("reward")
-    axes[0].set_title("Proxy (dashed) and gold (solid) against √KL")
-    axes[1].set_xlabel("RL step")
-    axes[1].set_title("Over training (moving average of 5 steps)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _mean_over_seeds(tables: dict[str, pd.DataFrame], columns: list[str]) -> dict[str, pd.DataFrame]:
     """Average runs that differ only by their ``-s<seed>`` suffix."""
     groups: dict[str, list[pd.DataFrame]] = {}
     for name, table in tables.items():
         groups.setdefault(name.rsplit("-s", 1)[0], []).append(table)
     return {g: pd.concat(ts).groupby(level=0)[columns].mean() for g, ts in groups.items()}
+
+
+def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
+    """Proxy and gold reward against √KL over training, mean over seeds per group (Gao et al. 2022, Fig. 1)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=False)
+    if not histories:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no RL runs in this experiment", ha="center", va="center", transform=ax.transAxes)
+    grouped = _mean_over_seeds(histories, ["step", "kl", "reward_proxy", "reward_gold"])
+    cmap = plt.get_cmap("tab20")
+    for i, (name, history) in enumerate(sorted(grouped.items())):
+        colour = cmap(i % 20)
+        smooth = history[["kl", "reward_proxy", "reward_gold"]].rolling(5, min_periods=1).mean()
+        root_kl = np.sqrt(smooth["kl"].clip(lower=0))
+        axes[0].plot(root_kl, smooth["reward_proxy"], "--", color=colour)
+        axes[0].plot(root_kl, smooth["reward_gold"], "-", color=colour, label=name)
+        axes[1].plot(history["step"], smooth["reward_gold"], "-", color=colour)
+        axes[1].plot(history["step"], smooth["reward_proxy"], "--", color=colour)
+    axes[0].set_xlabel("√KL(π ‖ π_SFT)  (nats^½, k1, rollouts)")
+    axes[0].set_ylabel("reward")
+    axes[0].set_title("Proxy (dashed) and gold (solid) against √KL, mean over seeds")
+    axes[1].set_xlabel("RL step")
+    axes[1].set_title("Over training (moving average of 5 steps)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if grouped:
+        fig.legend(fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
