@@ -27,12 +27,17 @@ def calibration_plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
     plt.close(fig)
 
 
-def _mean_over_seeds(tables: dict[str, pd.DataFrame], columns: list[str]) -> dict[str, pd.DataFrame]:
-    """Average runs that differ only by their ``-s<seed>`` suffix."""
+def _seed_groups(tables: dict[str, pd.DataFrame]) -> dict[str, list[pd.DataFrame]]:
+    """Runs that differ only by their ``-s<seed>`` suffix, grouped under the name without it."""
     groups: dict[str, list[pd.DataFrame]] = {}
     for name, table in tables.items():
         groups.setdefault(name.rsplit("-s", 1)[0], []).append(table)
-    return {g: pd.concat(ts).groupby(level=0)[columns].mean() for g, ts in groups.items()}
+    return groups
+
+
+def _mean_over_seeds(tables: dict[str, pd.DataFrame], columns: list[str]) -> dict[str, pd.DataFrame]:
+    """Row-by-row mean of ``columns`` over the seeds of each group."""
+    return {g: pd.concat(ts).groupby(level=0)[columns].mean() for g, ts in _seed_groups(tables).items()}
 
 
 def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
@@ -127,15 +132,10 @@ def sample_efficiency(histories: dict[str, pd.DataFrame], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if not histories:
         ax.text(0.5, 0.5, "no RL runs in this experiment", ha="center", va="center", transform=ax.transAxes)
-    groups: dict[str, list[pd.DataFrame]] = {}
-    for name, history in histories.items():
-        groups.setdefault(name.rsplit("-s", 1)[0], []).append(history)
-    for group, frames in sorted(groups.items()):
-        stacked = pd.concat([f[["samples", "reward_gold"]].reset_index(drop=True) for f in frames], axis=1)
-        gold = stacked["reward_gold"]
-        mean = (gold.mean(axis=1) if isinstance(gold, pd.DataFrame) else gold).rolling(5, min_periods=1).mean()
-        samples = frames[0]["samples"]
-        ax.plot(samples, mean, label=f"{group} (n={len(frames)})")
+    seeds = {group: len(frames) for group, frames in _seed_groups(histories).items()}
+    for group, mean in sorted(_mean_over_seeds(histories, ["samples", "reward_gold"]).items()):
+        gold = mean["reward_gold"].rolling(5, min_periods=1).mean()
+        ax.plot(mean["samples"], gold, label=f"{group} (n={seeds[group]})")
     ax.set_xlabel("samples generated")
     ax.set_ylabel("gold reward of rollouts (moving average)")
     ax.set_title("Sample efficiency")

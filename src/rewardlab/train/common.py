@@ -65,3 +65,12 @@ def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int,
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(accelerator: Accelerator, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One supervised update: backward through Accelerate, step the optimiser and the schedule, clear grads."""
+    accelerator.backward(loss)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,14 @@ from rewardlab.data.formats import read_pairs
 from rewardlab.models.build import load_policy
 from rewardlab.rl import offline
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
-from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser, warmup_linear_decay
+from rewardlab.train.common import (
+    make_accelerator,
+    optimizer_step,
+    parse_config,
+    progress,
+    stage_parser,
+    warmup_linear_decay,
+)
 
 
 def sequence_logps(model, sequences: list[list[int]], prompt_lengths: list[int], pad_id: int,
@@ -84,10 +91,7 @@ def run(config: dict, algo: str, seed: int, labels_dir: Path, sft_dir: Path, out
                 loss = offline.cdpo_loss(ratio_c - ratio_r, beta, dcfg["cdpo_epsilon"])
             else:
                 loss = offline.dpo_loss(ratio_c - ratio_r, beta)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(accelerator, loss, optimizer, scheduler)
             step += 1
             next(bar, None)
             history.append({"step": step, "loss": loss.item(),

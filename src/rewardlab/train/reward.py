@@ -43,7 +43,14 @@ from rewardlab.runinfo import (
     seed_everything,
     write_json,
 )
-from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser, warmup_linear_decay
+from rewardlab.train.common import (
+    make_accelerator,
+    optimizer_step,
+    parse_config,
+    progress,
+    stage_parser,
+    warmup_linear_decay,
+)
 
 
 def encode(tokenizer, prompts: list[str], responses: list[str]) -> list[list[int]]:
@@ -173,10 +180,7 @@ def train_member(config: dict, spec: losses.LossSpec, data: LabelSet, seed: int,
             scores, hidden, prompt_hidden = forward(model, batch, pad_id, accelerator.device)
             inputs, stats = batch.to_loss(scores, hidden, prompt_hidden)
             loss = losses.call(spec, inputs, rcfg["loss_params"])
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(accelerator, loss, optimizer, scheduler)
             step += 1
             next(bar, None)
             history.append({"step": step, "epoch": epoch, "loss": loss.item(), **stats,

@@ -17,7 +17,14 @@ from transformers import AutoTokenizer, PreTrainedModel
 from rewardlab.data.batching import pad_right
 from rewardlab.models.build import build_tiny_gpt, count_parameters
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
-from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser, warmup_linear_decay
+from rewardlab.train.common import (
+    make_accelerator,
+    optimizer_step,
+    parse_config,
+    progress,
+    stage_parser,
+    warmup_linear_decay,
+)
 
 
 def encode_documents(tokenizer, rows: list[dict[str, str]]) -> list[list[int]]:
@@ -79,10 +86,7 @@ def run(config: dict, data_dir: Path, out: Path, threads: int = 1) -> tuple[dict
             batch = lm_batch([train_docs[j] for j in order[i : i + sft["batch_size"]]], tokenizer.pad_token_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             loss = model(**batch).loss
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(accelerator, loss, optimizer, scheduler)
             step += 1
             next(bar_iter, None)
             history.append({"step": step, "epoch": epoch, "train_loss": loss.item(),
