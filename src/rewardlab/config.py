@@ -65,13 +65,13 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         if errors:
             lines = "\n  ".join(_key_path(e) for e in errors)
             raise ConfigError(f"invalid configuration:\n  {lines}")
-    _check_cross_fields(config)
+    _check_cross_fields(config, schema)
     return config
 
 
-def _check_cross_fields(config: dict[str, Any]) -> None:
+def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
     policy = config["policy"]
-    schema = load_schema()["properties"]["policy"]
+    schema = schema["properties"]["policy"]
     option_names = set(schema["properties"]) - {"algorithms", "shapings", "overrides", "dpo"}
     for algo, override in policy["overrides"].items():
         unknown = sorted(set(override) - option_names)

@@ -27,7 +27,7 @@ def build_corpus(num: int, rng: random.Random) -> list[dict[str, str]]:
     return rows
 
 
-def build_prompts(num: int, rng: random.Random, exclude: set[str] = frozenset()) -> list[dict[str, str]]:
+def build_prompts(num: int, rng: random.Random) -> list[dict[str, str]]:
     rows = []
     for _ in range(num):
         rows.append({"prompt": " ".join(sg.sample_prompt(rng))})

@@ -97,8 +97,8 @@ class TaskReward:
             score = score + c["diversity"] * torch.tensor([M.distinct_n([r], 2) for r in responses],
                                                           device=proxy.device)
         penalty = self.pcfg["missing_eos_penalty"] * (~rollout.has_eos).float()
-        gold_credits = pad_rows([self.gold.credits(p, r) for p, r in zip(prompts, responses)], mask.shape[1],
-                                self.device)
+        credits = [self.gold.credits(p, r) for p, r in zip(prompts, responses)]
+        gold_credits = pad_rows(credits, mask.shape[1], self.device)
         if self.shaping == "sparse":
             task = shaping.sparse(score, mask)
         elif self.shaping == "uniform":
@@ -133,7 +133,7 @@ class TaskReward:
             raise ValueError(f"unknown reward shaping {self.shaping!r}")
         task = task - shaping.sparse(penalty, mask)
         return {"proxy": proxy, "score": score - penalty, "task": task, "gold_credits": gold_credits,
-                "responses": responses}
+                "gold": [float(sum(c)) for c in credits], "responses": responses}
 
 
 def credit_spearman(task: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) -> float:
@@ -256,7 +256,7 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
         observed_kl = kl_estimate(old_logp, ref_logp, "k1").mul(mask).sum(-1).mean().item()
         if step % pcfg["log_every"] == 0 or step == pcfg["steps"]:
             responses = scored["responses"]
-            golds = gold.rewards(batch_prompts, responses)
+            golds = scored["gold"]
             bodies = [r[:-1] if r and r[-1] == eos_id else r for r in responses]
             row = {
                 "step": step,
