@@ -11,6 +11,7 @@ DATA = f"data/processed/{config['data']['name']}"
 RESULTS = f"results/{EXP}"
 LOGS = f"{RESULTS}/logs"
 PYTHON = shlex.quote(sys.executable)  # the interpreter that runs Snakemake, i.e. the project's environment
+CHECKPOINT_EVERY = int(config["checkpoint_every"])  # passed to training stages; not a parameter of any
 SEEDS = config["seeds"]
 LOSSES = config["reward"]["losses"]
 ALGORITHMS = config["policy"]["algorithms"]
@@ -61,6 +62,21 @@ def stage_config(stage):
 
 def res(stage, key):
     return stage_resources(config, stage)[key]
+
+
+def launcher(stage):
+    """How a training stage starts: plain Python, or ``accelerate launch`` with one process per GPU when the
+    stage's resources ask for more than one GPU (DDP; an Accelerate config file from resources.accelerate_config
+    for DeepSpeed/FSDP)."""
+    gpus = res(stage, "gpu")
+    if gpus <= 1:
+        return f"{PYTHON} -m"
+    accelerate_config = config["resources"].get("accelerate_config")
+    extra = f" --config_file {shlex.quote(accelerate_config)}" if accelerate_config else ""
+    return f"{PYTHON} -m accelerate.commands.launch --num_processes {gpus} --multi_gpu{extra} -m"
+
+
+LAUNCH = {stage: launcher(stage) for stage in ("sft", "reward", "policy")}
 
 
 def model_files(folder, causal=False):

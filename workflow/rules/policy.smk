@@ -39,9 +39,10 @@ rule policy:
         runtime=res("policy", "runtime"),
         gpu=res("policy", "gpu"),
     shell:
-        "{PYTHON} -m rewardlab.train.policy --config {params.cfg:q} --algorithm {wildcards.algo:q}"
+        "{LAUNCH[policy]} rewardlab.train.policy --config {params.cfg:q} --algorithm {wildcards.algo:q}"
         " --shaping {wildcards.shaping:q} --seed {wildcards.seed} --data {params.data:q} --sft {params.sft:q}"
-        " --rm {params.rm:q} {params.dpo} --out {params.out:q} --threads {threads} 2> {log:q}"
+        " --rm {params.rm:q} {params.dpo} --out {params.out:q} --threads {threads}"
+        " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"
 
 
 rule offline_policy:
@@ -67,6 +68,7 @@ rule offline_policy:
         runtime=res("policy", "runtime"),
         gpu=res("policy", "gpu"),
     shell:
-        "{PYTHON} -m rewardlab.train.dpo --config {params.cfg:q} --algorithm {wildcards.algo:q}"
+        "{LAUNCH[policy]} rewardlab.train.dpo --config {params.cfg:q} --algorithm {wildcards.algo:q}"
         " --seed {wildcards.seed} --labels {params.labels:q} --sft {params.sft:q} --out {params.out:q}"
-        " --threads {threads} 2> {log:q}"
+        " --threads {threads}"
+        " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"

@@ -22,6 +22,7 @@ rule reward:
         runtime=res("reward", "runtime"),
         gpu=res("reward", "gpu"),
     shell:
-        "{PYTHON} -m rewardlab.train.reward --config {params.cfg:q} --loss {wildcards.loss:q}"
+        "{LAUNCH[reward]} rewardlab.train.reward --config {params.cfg:q} --loss {wildcards.loss:q}"
         " --seed {wildcards.seed} --labels {params.labels:q} --pool {params.pool:q} --sft {params.sft:q}"
-        " --out {params.out:q} --threads {threads} 2> {log:q}"
+        " --out {params.out:q} --threads {threads}"
+        " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"

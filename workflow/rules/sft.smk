@@ -17,5 +17,6 @@ rule sft:
         runtime=res("sft", "runtime"),
         gpu=res("sft", "gpu"),
     shell:
-        "{PYTHON} -m rewardlab.train.sft --config {params.cfg:q} --data {params.data:q} --out {params.out:q}"
-        " --threads {threads} 2> {log:q}"
+        "{LAUNCH[sft]} rewardlab.train.sft --config {params.cfg:q} --data {params.data:q} --out {params.out:q}"
+        " --threads {threads}"
+        " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"

@@ -17,7 +17,7 @@ def dpo_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def ipo_loss(h: torch.Tensor, tau: float) -> torch.Tensor:
-    """IPO (Azar et al., arXiv 2310.12036 Eq. 17): L = (h − 1/(2τ))², τ passed as β."""
+    """IPO (Azar et al., arXiv 2310.12036 Eq. 17): L = (h − 1/(2τ))² (τ: ``policy.dpo.ipo_tau``)."""
     return ((h - 1.0 / (2.0 * tau)) ** 2).mean()
 
 

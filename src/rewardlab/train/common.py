@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from collections.abc import Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from accelerate import Accelerator
@@ -22,6 +23,8 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
                         help="The stage's slice of the validated config, as JSON (the Snakefile passes it).")
     parser.add_argument("--out", required=True, help="Output folder.")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch.")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="Steps between resumable checkpoints in <out>/.checkpoint/ (0: none).")
     return parser
 
 
@@ -48,11 +51,44 @@ def make_accelerator(config: dict[str, Any], threads: int) -> Accelerator:
     return Accelerator(cpu=cpu, mixed_precision="no" if precision == "fp32" else precision)
 
 
-def progress(iterable: Iterable[T], total: int | None, desc: str, enabled: bool = True) -> Iterable[T]:
-    """A tqdm bar with rate and ETA on stderr (the job's log under Snakemake)."""
+def is_main_process() -> bool:
+    """True in a single process, and in rank 0 of an ``accelerate launch`` (the one that writes outputs)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def progress(iterable: Iterable[T], total: int | None, desc: str, enabled: bool = True,
+             initial: int = 0) -> Iterable[T]:
+    """A tqdm bar with rate and ETA on stderr (the job's log under Snakemake); ``initial`` for a resumed run."""
     interactive = sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, dynamic_ncols=interactive,
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled or not is_main_process(),
+                dynamic_ncols=interactive, initial=initial,
                 mininterval=0.5 if interactive else 10.0, file=sys.stderr)
+
+
+class EpochBatch(NamedTuple):
+    step: int  # 1-based, counted over all epochs
+    epoch: int
+    indices: list[int]  # this process's share of the batch
+    epoch_end: bool
+
+
+def epoch_batches(size: int, batch_size: int, epochs: int, seed: int, start_step: int = 0, rank: int = 0,
+                  world: int = 1) -> Iterator[EpochBatch]:
+    """Mini-batches of ``range(size)`` over epochs, shuffled by a generator seeded from (seed, epoch).
+
+    Each epoch's order depends only on the seed and the epoch, so a run resumed at ``start_step`` sees exactly
+    the batches an uninterrupted run would have seen next. With several processes, process ``rank`` of
+    ``world`` takes every world-th example of each batch (DDP averages the gradients of the shares).
+    """
+    step = 0
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(size, generator=generator).tolist()
+        for start in range(0, size, batch_size):
+            step += 1
+            if step > start_step:
+                yield EpochBatch(step, epoch, order[start : start + batch_size][rank::world],
+                                 start + batch_size >= size)
 
 
 def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int,

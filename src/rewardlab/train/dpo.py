@@ -21,7 +21,10 @@ from rewardlab.data.formats import read_pairs
 from rewardlab.models.build import load_policy
 from rewardlab.rl import offline
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
+from rewardlab.train.checkpoint import Checkpointer, clear_checkpoint, fingerprint, restore_training, save_training
 from rewardlab.train.common import (
+    epoch_batches,
+    is_main_process,
     make_accelerator,
     optimizer_step,
     parse_config,
@@ -44,7 +47,7 @@ def sequence_logps(model, sequences: list[list[int]], prompt_lengths: list[int],
 
 
 def run(config: dict, algo: str, seed: int, labels_dir: Path, sft_dir: Path, out: Path,
-        threads: int = 1) -> tuple[dict, list[dict], str]:
+        threads: int = 1, checkpoint_every: int = 0) -> tuple[dict, list[dict], str]:
     dcfg = config["policy"]["dpo"]
     seed_everything(seed)
     accelerator = make_accelerator(config, threads)
@@ -70,37 +73,39 @@ def run(config: dict, algo: str, seed: int, labels_dir: Path, sft_dir: Path, out
     total = math.ceil(len(pairs) / dcfg["batch_size"]) * dcfg["epochs"]
     scheduler = warmup_linear_decay(optimizer, total, 0.1)
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
-    generator = torch.Generator().manual_seed(seed)
-    beta = dcfg["beta"]
-    history: list[dict] = []
-    bar = iter(progress(range(total), total, f"policy[{algo}]", config.get("progress", True)))
-    step = 0
-    for _ in range(dcfg["epochs"]):
-        order = torch.randperm(len(pairs), generator=generator).tolist()
-        for i in range(0, len(order), dcfg["batch_size"]):
-            idx = order[i : i + dcfg["batch_size"]]
-            n = len(idx)
-            logps, lengths = sequence_logps(policy, [chosen[j] for j in idx] + [rejected[j] for j in idx],
-                                            [prompt_len[j] for j in idx] * 2, pad_id, device)
-            ratio_c = logps[:n] - ref_c[idx].to(device)
-            ratio_r = logps[n:] - ref_r[idx].to(device)
-            if algo == "ipo":
-                h = ratio_c / lengths[:n].clamp(min=1) - ratio_r / lengths[n:].clamp(min=1)
-                loss = offline.ipo_loss(h, beta)
-            elif algo == "cdpo":
-                loss = offline.cdpo_loss(ratio_c - ratio_r, beta, dcfg["cdpo_epsilon"])
-            else:
-                loss = offline.dpo_loss(ratio_c - ratio_r, beta)
-            optimizer_step(accelerator, loss, optimizer, scheduler)
-            step += 1
-            next(bar, None)
-            history.append({"step": step, "loss": loss.item(),
-                            "accuracy": (ratio_c > ratio_r).float().mean().item(),
-                            "reward_chosen": beta * ratio_c.mean().item(),
-                            "reward_rejected": beta * ratio_r.mean().item()})
     unwrapped = accelerator.unwrap_model(policy)
-    unwrapped.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    checkpointer = Checkpointer(out, checkpoint_every, fingerprint("dpo", config, algo, seed))
+    optimizers = {"optimizer": optimizer, "scheduler": scheduler}
+    start, history, _ = restore_training(checkpointer, {"model": unwrapped}, optimizers)
+    beta = dcfg["beta"]
+    bar = iter(progress(range(start, total), total, f"policy[{algo}]", config.get("progress", True), initial=start))
+    step = start
+    for step, _, idx, _ in epoch_batches(len(pairs), dcfg["batch_size"], dcfg["epochs"], seed, start,
+                                         accelerator.process_index, accelerator.num_processes):
+        n = len(idx)
+        logps, lengths = sequence_logps(policy, [chosen[j] for j in idx] + [rejected[j] for j in idx],
+                                        [prompt_len[j] for j in idx] * 2, pad_id, device)
+        ratio_c = logps[:n] - ref_c[idx].to(device)
+        ratio_r = logps[n:] - ref_r[idx].to(device)
+        if algo == "ipo":
+            h = ratio_c / lengths[:n].clamp(min=1) - ratio_r / lengths[n:].clamp(min=1)
+            loss = offline.ipo_loss(h, dcfg["ipo_tau"])
+        elif algo == "cdpo":
+            loss = offline.cdpo_loss(ratio_c - ratio_r, beta, dcfg["cdpo_epsilon"])
+        else:
+            loss = offline.dpo_loss(ratio_c - ratio_r, beta)
+        optimizer_step(accelerator, loss, optimizer, scheduler)
+        next(bar, None)
+        history.append({"step": step, "loss": accelerator.reduce(loss.detach(), "mean").item(),
+                        "accuracy": (ratio_c > ratio_r).float().mean().item(),
+                        "reward_chosen": beta * ratio_c.mean().item(),
+                        "reward_rejected": beta * ratio_r.mean().item()})
+        if checkpointer.due(step) and accelerator.is_main_process:
+            save_training(checkpointer, step, {"model": unwrapped}, optimizers, history)
+        accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
     tail = history[-max(1, len(history) // 10) :]
     metrics = {f"train_{k}": sum(h[k] for h in tail) / len(tail) for k in history[-1] if k != "step"}
     metrics.update(steps=step, pairs=len(pairs))
@@ -118,9 +123,11 @@ def main() -> None:
     started = time.time()
     out = Path(args.out)
     metrics, history, device = run(config, args.algorithm, args.seed, Path(args.labels), Path(args.sft), out,
-                                   args.threads)
-    finish_stage(out, "dpo", config, args.seed, started, device, metrics, history,
-                 extra={"algorithm": args.algorithm, "ipo_log_ratio": "length-normalised (TRL)"})
+                                   args.threads, args.checkpoint_every)
+    if is_main_process():
+        finish_stage(out, "dpo", config, args.seed, started, device, metrics, history,
+                     extra={"algorithm": args.algorithm, "ipo_log_ratio": "length-normalised (TRL)"})
+        clear_checkpoint(out)
 
 
 if __name__ == "__main__":

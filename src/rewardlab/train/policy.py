@@ -41,6 +41,15 @@ from rewardlab.rl.objectives import AdaptiveKLController, clipped_value_loss
 from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, rows_to_lists, sample
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
 from rewardlab.tasks.gold import SentiGramGold
+from rewardlab.train.checkpoint import (
+    Checkpointer,
+    clear_checkpoint,
+    fingerprint,
+    python_rng_state,
+    restore_training,
+    save_training,
+    set_python_rng_state,
+)
 from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser
 
 
@@ -148,7 +157,8 @@ def credit_spearman(task: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) 
 
 
 def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Path, sft_dir: Path, rm_dir: Path,
-        out: Path, threads: int = 1, dpo_dir: Path | None = None) -> tuple[dict, list[dict], str]:
+        out: Path, threads: int = 1, dpo_dir: Path | None = None,
+        checkpoint_every: int = 0) -> tuple[dict, list[dict], str]:
     pcfg, task_cfg = policy_options(config, algo_name), config["task"]
     seed_everything(seed)
     accelerator = make_accelerator(config, threads)
@@ -180,6 +190,20 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
                   if pcfg["kl_target"] else None)
     kl_coef = pcfg["kl_coef"]
     samples_seen = 0
+    models = {"policy": accelerator.unwrap_model(policy)}
+    optimizers = {"policy": optimizer}
+    if value_model is not None:
+        models["value"] = accelerator.unwrap_model(value_model)
+        optimizers["value"] = value_optimizer
+    checkpointer = Checkpointer(out, checkpoint_every,
+                                fingerprint("policy", config, algo_name, shaping_name, seed, str(dpo_dir)))
+    start, history, extra = restore_training(checkpointer, models, optimizers)
+    if start:
+        set_python_rng_state(rng, extra["prompt_rng"])
+        kl_coef, samples_seen = extra["kl_coef"], extra["samples_seen"]
+        if controller is not None:
+            controller.value = kl_coef
+        vars(algo).update(extra["algorithm_state"])
 
     def score_rollout(rollout: Rollout, batch_prompts: list[list[int]]):
         """Log-probs, KL and shaped rewards of a rollout at the current policy (no grad)."""
@@ -193,9 +217,8 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
             rewards = masked_whiten(rewards, mask, shift_mean=False)
         return logp, ref_logp, entropy, mask, kl, scored, rewards
 
-    history: list[dict] = []
-    for step in progress(range(1, pcfg["steps"] + 1), pcfg["steps"], f"policy[{algo_name}/{shaping_name}]",
-                         config.get("progress", True)):
+    for step in progress(range(start + 1, pcfg["steps"] + 1), pcfg["steps"], f"policy[{algo_name}/{shaping_name}]",
+                         config.get("progress", True), initial=start):
         chosen = rng.sample(range(len(prompts)), min(pcfg["prompts_per_step"], len(prompts)))
         batch_prompts = [prompts[i] for i in chosen for _ in range(group_size)]
         group = torch.tensor([j for j in range(len(chosen)) for _ in range(group_size)], device=device)
@@ -281,6 +304,11 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
             history.append(row)
         if controller is not None:
             kl_coef = controller.update(observed_kl, len(batch_prompts))
+        if checkpointer.due(step):
+            save_training(checkpointer, step, models, optimizers, history, {
+                "prompt_rng": python_rng_state(rng), "kl_coef": kl_coef, "samples_seen": samples_seen,
+                "algorithm_state": {k: v for k, v in vars(algo).items() if isinstance(v, (int, float, type(None)))},
+            })
 
     unwrapped = accelerator.unwrap_model(policy)
     unwrapped.save_pretrained(out, safe_serialization=True)
@@ -307,9 +335,10 @@ def main() -> None:
     out = Path(args.out)
     metrics, history, device = run(config, args.algorithm, args.shaping, args.seed, Path(args.data),
                                    Path(args.sft), Path(args.rm), out, args.threads,
-                                   Path(args.dpo) if args.dpo else None)
+                                   Path(args.dpo) if args.dpo else None, args.checkpoint_every)
     finish_stage(out, "policy", config, args.seed, started, device, metrics, history,
                  extra={"algorithm": args.algorithm, "shaping": args.shaping})
+    clear_checkpoint(out)
 
 
 if __name__ == "__main__":

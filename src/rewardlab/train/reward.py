@@ -43,7 +43,17 @@ from rewardlab.runinfo import (
     seed_everything,
     write_json,
 )
+from rewardlab.train.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpointer,
+    clear_checkpoint,
+    fingerprint,
+    restore_training,
+    save_training,
+)
 from rewardlab.train.common import (
+    epoch_batches,
+    is_main_process,
     make_accelerator,
     optimizer_step,
     parse_config,
@@ -158,7 +168,8 @@ def score_sequences(model: PreTrainedModel, sequences: list[list[int]], pad_id: 
 
 
 def train_member(config: dict, spec: losses.LossSpec, data: LabelSet, seed: int, sft_dir: Path, accelerator,
-                 pad_id: int, desc: str, combination: dict | None) -> tuple[PreTrainedModel, list[dict]]:
+                 pad_id: int, desc: str, combination: dict | None,
+                 checkpointer: Checkpointer) -> tuple[PreTrainedModel, list[dict]]:
     rcfg = config["reward"]
     seed_everything(seed)
     model = reward_model_from_backbone(sft_dir, seed, num_labels=spec.head_dim)
@@ -168,24 +179,25 @@ def train_member(config: dict, spec: losses.LossSpec, data: LabelSet, seed: int,
     total = math.ceil(len(data) / rcfg["batch_size"]) * rcfg["epochs"]
     scheduler = warmup_linear_decay(optimizer, total, 0.05)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    generator = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    bar = iter(progress(range(total), total, desc, config.get("progress", True)))
-    step = 0
+    unwrapped = accelerator.unwrap_model(model)
+    optimizers = {"optimizer": optimizer, "scheduler": scheduler}
+    start, history, _ = restore_training(checkpointer, {"model": unwrapped}, optimizers)
+    bar = iter(progress(range(start, total), total, desc, config.get("progress", True), initial=start))
     model.train()
-    for epoch in range(rcfg["epochs"]):
-        order = torch.randperm(len(data), generator=generator).tolist()
-        for i in range(0, len(order), rcfg["batch_size"]):
-            batch = data.batch(order[i : i + rcfg["batch_size"]], spec.head_dim)
-            scores, hidden, prompt_hidden = forward(model, batch, pad_id, accelerator.device)
-            inputs, stats = batch.to_loss(scores, hidden, prompt_hidden)
-            loss = losses.call(spec, inputs, rcfg["loss_params"])
-            optimizer_step(accelerator, loss, optimizer, scheduler)
-            step += 1
-            next(bar, None)
-            history.append({"step": step, "epoch": epoch, "loss": loss.item(), **stats,
-                            "lr": scheduler.get_last_lr()[0]})
-    return accelerator.unwrap_model(model), history
+    for step, epoch, indices, _ in epoch_batches(len(data), rcfg["batch_size"], rcfg["epochs"], seed, start,
+                                                 accelerator.process_index, accelerator.num_processes):
+        batch = data.batch(indices, spec.head_dim)
+        scores, hidden, prompt_hidden = forward(model, batch, pad_id, accelerator.device)
+        inputs, stats = batch.to_loss(scores, hidden, prompt_hidden)
+        loss = losses.call(spec, inputs, rcfg["loss_params"])
+        optimizer_step(accelerator, loss, optimizer, scheduler)
+        next(bar, None)
+        history.append({"step": step, "epoch": epoch, "loss": accelerator.reduce(loss.detach(), "mean").item(),
+                        **stats, "lr": scheduler.get_last_lr()[0]})
+        if checkpointer.due(step) and accelerator.is_main_process:
+            save_training(checkpointer, step, {"model": unwrapped}, optimizers, history)
+        accelerator.wait_for_everyone()
+    return unwrapped, history
 
 
 def normalise(model: PreTrainedModel, pool_dir: Path, tokenizer, limit: int,
@@ -202,7 +214,7 @@ def normalise(model: PreTrainedModel, pool_dir: Path, tokenizer, limit: int,
 
 
 def run(config: dict, loss_name: str, seed: int, labels_dir: Path, pool_dir: Path, sft_dir: Path, out: Path,
-        threads: int = 1) -> tuple[dict, list[dict], str]:
+        threads: int = 1, checkpoint_every: int = 0) -> tuple[dict, list[dict], str]:
     rcfg = config["reward"]
     spec = losses.get(loss_name)
     accelerator = make_accelerator(config, threads)
@@ -216,22 +228,37 @@ def run(config: dict, loss_name: str, seed: int, labels_dir: Path, pool_dir: Pat
     histories, member_metrics = [], []
     for m in range(members):
         member_seed = seed if members == 1 else seed * 1000 + m
+        checkpointer = Checkpointer(out / CHECKPOINT_DIR, checkpoint_every,
+                                    fingerprint("reward", config, loss_name, seed, m), name=f"member-{m}")
+        done = checkpointer.root / "done.json"
+        if done.exists():  # a member finished before the stage was killed: its folder is saved already
+            record = json.loads(done.read_text())
+            histories += record["history"]
+            member_metrics.append(record["metrics"])
+            continue
         model, history = train_member(config, spec, data, member_seed, sft_dir, accelerator, tokenizer.pad_token_id,
-                                      f"reward[{loss_name}]" + (f" member {m}" if members > 1 else ""), combination)
+                                      f"reward[{loss_name}]" + (f" member {m}" if members > 1 else ""), combination,
+                                      checkpointer)
         mean, std = normalise(model, pool_dir, tokenizer, rcfg["normalise_samples"], accelerator.device)
         setattr(model.config, NORMALISATION_KEY, {"mean": mean, "std": std})
         model.config.rewardlab_loss = loss_name
-        target = out if m == 0 else out / "members" / str(m)
-        model.save_pretrained(target, safe_serialization=True)
-        tokenizer.save_pretrained(target)
-        histories += [{**h, "member": m} for h in history]
         tail = history[-min(50, len(history)) :]
-        member_metrics.append({"train_loss": sum(h["loss"] for h in tail) / len(tail),
-                               **({"train_accuracy": sum(h["accuracy"] for h in tail) / len(tail)}
-                                  if "accuracy" in tail[0] else {}),
-                               "reward_mean": mean, "reward_std": std})
+        metrics = {"train_loss": sum(h["loss"] for h in tail) / len(tail),
+                   **({"train_accuracy": sum(h["accuracy"] for h in tail) / len(tail)}
+                      if "accuracy" in tail[0] else {}),
+                   "reward_mean": mean, "reward_std": std}
+        history = [{**h, "member": m} for h in history]
+        if accelerator.is_main_process:
+            target = out if m == 0 else out / "members" / str(m)
+            model.save_pretrained(target, safe_serialization=True)
+            tokenizer.save_pretrained(target)
+            if members > 1 and checkpoint_every:
+                checkpointer.clear()
+                write_json(done, {"metrics": metrics, "history": history})
+        histories += history
+        member_metrics.append(metrics)
         del model
-    if members > 1:
+    if members > 1 and accelerator.is_main_process:
         write_json(out / ENSEMBLE_FILE, {"members": ["."] + [f"members/{m}" for m in range(1, members)],
                                          "aggregate": ensemble["aggregate"], "uwo_lambda": ensemble["uwo_lambda"]})
     metrics = {k: sum(mm[k] for mm in member_metrics) / members for k in member_metrics[0]}
@@ -251,8 +278,10 @@ def main() -> None:
     started = time.time()
     out = Path(args.out)
     metrics, history, device = run(config, args.loss, args.seed, Path(args.labels), Path(args.pool), Path(args.sft),
-                                   out, args.threads)
-    finish_stage(out, "reward", config, args.seed, started, device, metrics, history, extra={"loss": args.loss})
+                                   out, args.threads, args.checkpoint_every)
+    if is_main_process():
+        finish_stage(out, "reward", config, args.seed, started, device, metrics, history, extra={"loss": args.loss})
+        clear_checkpoint(out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ from transformers import AutoTokenizer, PreTrainedModel
 from rewardlab.data.batching import pad_right
 from rewardlab.models.build import build_tiny_gpt, count_parameters
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
+from rewardlab.train.checkpoint import Checkpointer, clear_checkpoint, fingerprint, restore_training, save_training
 from rewardlab.train.common import (
+    epoch_batches,
+    is_main_process,
     make_accelerator,
     optimizer_step,
     parse_config,
@@ -54,7 +57,8 @@ def mean_loss(model: PreTrainedModel, docs: list[list[int]], pad_id: int, batch_
     return total / max(1, count)
 
 
-def run(config: dict, data_dir: Path, out: Path, threads: int = 1) -> tuple[dict, list[dict], str]:
+def run(config: dict, data_dir: Path, out: Path, threads: int = 1,
+        checkpoint_every: int = 0) -> tuple[dict, list[dict], str]:
     sft = config["sft"]
     seed_everything(sft["seed"])
     accelerator = make_accelerator(config, threads)
@@ -73,32 +77,36 @@ def run(config: dict, data_dir: Path, out: Path, threads: int = 1) -> tuple[dict
     total = steps_per_epoch * sft["epochs"]
     scheduler = warmup_linear_decay(optimizer, total, sft["warmup_ratio"])
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    generator = torch.Generator().manual_seed(sft["seed"])
-
-    history: list[dict[str, float]] = []
-    step = 0
-    bar = progress(range(total), total, "sft", config.get("progress", True))
-    bar_iter = iter(bar)
-    model.train()
-    for epoch in range(sft["epochs"]):
-        order = torch.randperm(len(train_docs), generator=generator).tolist()
-        for i in range(0, len(order), sft["batch_size"]):
-            batch = lm_batch([train_docs[j] for j in order[i : i + sft["batch_size"]]], tokenizer.pad_token_id)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            loss = model(**batch).loss
-            optimizer_step(accelerator, loss, optimizer, scheduler)
-            step += 1
-            next(bar_iter, None)
-            history.append({"step": step, "epoch": epoch, "train_loss": loss.item(),
-                            "lr": scheduler.get_last_lr()[0]})
-        valid = mean_loss(model, valid_docs, tokenizer.pad_token_id, 256, accelerator.device)
-        history[-1]["valid_loss"] = valid
-    bar.close()
-
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    checkpointer = Checkpointer(out, checkpoint_every, fingerprint("sft", config))
+    optimizers = {"optimizer": optimizer, "scheduler": scheduler}
+    start, history, _ = restore_training(checkpointer, {"model": unwrapped}, optimizers)
+
+    bar = iter(progress(range(start, total), total, "sft", config.get("progress", True), initial=start))
+    model.train()
+    step = start
+    for step, epoch, indices, epoch_end in epoch_batches(len(train_docs), sft["batch_size"], sft["epochs"],
+                                                          sft["seed"], start, accelerator.process_index,
+                                                          accelerator.num_processes):
+        batch = lm_batch([train_docs[j] for j in indices], tokenizer.pad_token_id)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        loss = model(**batch).loss
+        optimizer_step(accelerator, loss, optimizer, scheduler)
+        next(bar, None)
+        history.append({"step": step, "epoch": epoch,
+                        "train_loss": accelerator.reduce(loss.detach(), "mean").item(),
+                        "lr": scheduler.get_last_lr()[0]})
+        if epoch_end:
+            history[-1]["valid_loss"] = mean_loss(model, valid_docs, tokenizer.pad_token_id, 256, accelerator.device)
+        if checkpointer.due(step) and accelerator.is_main_process:
+            save_training(checkpointer, step, {"model": unwrapped}, optimizers, history)
+        accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
     tail = history[-min(50, len(history)) :]
+    valid = history[-1]["valid_loss"]
     return {
         "train_loss": sum(h["train_loss"] for h in tail) / len(tail),
         "valid_loss": valid,
@@ -115,8 +123,10 @@ def main() -> None:
     config = parse_config(args.config)
     started = time.time()
     out = Path(args.out)
-    metrics, history, device = run(config, Path(args.data), out, args.threads)
-    finish_stage(out, "sft", config, config["sft"]["seed"], started, device, metrics, history)
+    metrics, history, device = run(config, Path(args.data), out, args.threads, args.checkpoint_every)
+    if is_main_process():
+        finish_stage(out, "sft", config, config["sft"]["seed"], started, device, metrics, history)
+        clear_checkpoint(out)
 
 
 if __name__ == "__main__":

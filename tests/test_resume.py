@@ -1,0 +1,135 @@
+"""Checkpoints and resume: a training stage interrupted after a checkpoint, run again, ends with exactly the
+metrics and history of an uninterrupted run. One test kills a real training process with SIGKILL."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rewardlab import config as C
+from rewardlab.train import checkpoint as ckpt
+from rewardlab.train import dpo, policy, reward, sft
+from tests.conftest import TINY
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def interrupt_after_first_checkpoint(monkeypatch):
+    """Make the first checkpoint save also end the run, as a crash right after it would."""
+    original = ckpt.Checkpointer.save
+    calls = {"n": 0}
+
+    def save_then_crash(self, step, models, state):
+        original(self, step, models, state)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Interrupted(step)
+
+    monkeypatch.setattr(ckpt.Checkpointer, "save", save_then_crash)
+    return calls
+
+
+def assert_same_run(first: tuple, second: tuple) -> None:
+    assert first[0] == second[0]  # metrics, exactly
+    assert first[1] == second[1]  # history, exactly
+
+
+def test_atomic_checkpoint_keeps_only_the_latest(tmp_path):
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    checkpointer = ckpt.Checkpointer(tmp_path, every=2, key="k")
+    ckpt.save_training(checkpointer, 2, {"m": model}, {}, [{"step": 1.0}])
+    ckpt.save_training(checkpointer, 4, {"m": model}, {}, [{"step": 1.0}, {"step": 2.0}])
+    folder = tmp_path / ckpt.CHECKPOINT_DIR
+    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step-4"]
+    fresh = torch.nn.Linear(3, 2)
+    step, history, _ = ckpt.restore_training(checkpointer, {"m": fresh}, {})
+    assert step == 4 and len(history) == 2
+    assert torch.equal(fresh.weight, model.weight)
+    # A checkpoint of other settings is never resumed from.
+    assert ckpt.restore_training(ckpt.Checkpointer(tmp_path, 2, key="other"), {"m": fresh}, {})[0] == 0
+    assert not folder.exists()
+
+
+def test_sft_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_after_first_checkpoint):
+    cfg, data = tiny_pipeline["config"], tiny_pipeline["data"]
+    with pytest.raises(Interrupted):
+        sft.run(cfg, data, tmp_path / "resumed", checkpoint_every=10)
+    assert (tmp_path / "resumed" / ckpt.CHECKPOINT_DIR / "step-10").is_dir()
+    resumed = sft.run(cfg, data, tmp_path / "resumed", checkpoint_every=10)
+    assert resumed[1][0]["step"] == 1 and resumed[1][-1]["step"] == len(resumed[1])
+    assert_same_run(resumed, sft.run(cfg, data, tmp_path / "straight"))
+
+
+def test_reward_ensemble_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_after_first_checkpoint):
+    p = tiny_pipeline
+    cfg = copy.deepcopy(p["config"])
+    cfg["reward"]["ensemble"]["members"] = 2
+    args = ("bt", 0, p["labels"], p["pool"], p["sft"])
+    with pytest.raises(Interrupted):
+        reward.run(cfg, *args, tmp_path / "resumed", checkpoint_every=2)
+    assert_same_run(reward.run(cfg, *args, tmp_path / "resumed", checkpoint_every=2),
+                    reward.run(cfg, *args, tmp_path / "straight"))
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+def test_policy_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_after_first_checkpoint, algorithm):
+    p = tiny_pipeline
+    cfg = copy.deepcopy(p["config"])
+    cfg["policy"]["steps"] = 4
+    cfg["policy"]["kl_target"] = 1.0  # the adaptive controller's state is part of what resumes
+    args = (algorithm, "sparse", 0, p["data"], p["sft"], p["rm"])
+    with pytest.raises(Interrupted):
+        policy.run(cfg, *args, tmp_path / "resumed", checkpoint_every=2)
+    assert_same_run(policy.run(cfg, *args, tmp_path / "resumed", checkpoint_every=2),
+                    policy.run(cfg, *args, tmp_path / "straight"))
+
+
+def test_dpo_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_after_first_checkpoint):
+    p = tiny_pipeline
+    args = (p["config"], "dpo", 0, p["labels"], p["sft"])
+    with pytest.raises(Interrupted):
+        dpo.run(*args, tmp_path / "resumed", checkpoint_every=3)
+    assert_same_run(dpo.run(*args, tmp_path / "resumed", checkpoint_every=3), dpo.run(*args, tmp_path / "straight"))
+
+
+def sft_command(cfg: dict, data: Path, out: Path, every: int) -> list[str]:
+    return [sys.executable, "-m", "rewardlab.train.sft", "--config", json.dumps(cfg), "--data", str(data),
+            "--out", str(out), "--checkpoint-every", str(every)]
+
+
+def test_sft_killed_with_sigkill_resumes_to_the_same_metrics(tiny_pipeline, tmp_path):
+    """A real training process, killed mid-way with SIGKILL after a checkpoint, then run again."""
+    cfg = C.validate(copy.deepcopy(TINY) | {"sft": {"epochs": 12, "batch_size": 32, "lr": 0.003}})
+    data = tiny_pipeline["data"]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(sft_command(cfg, data, out, 20), env=env, stderr=subprocess.DEVNULL)
+    latest = out / ckpt.CHECKPOINT_DIR / "latest"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before a checkpoint: make the run longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()  # a killed run is never taken for a finished one
+    step_killed = int(latest.read_text().split("-")[1])
+    assert step_killed < 12 * 13  # killed mid-way, not at the end
+    subprocess.run(sft_command(cfg, data, out, 20), env=env, check=True, stderr=subprocess.DEVNULL)
+    straight = tmp_path / "straight"
+    subprocess.run(sft_command(cfg, data, straight, 0), env=env, check=True, stderr=subprocess.DEVNULL)
+    assert (out / "metrics.json").read_bytes() == (straight / "metrics.json").read_bytes()
+    assert (out / "history.csv").read_bytes() == (straight / "history.csv").read_bytes()
+    assert not (out / ckpt.CHECKPOINT_DIR).exists()  # cleared once the outputs are written
