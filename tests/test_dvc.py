@@ -82,3 +82,15 @@ def test_every_dvc_output_is_a_snakemake_output():
     for _, stage in expanded_stages():
         for rule in stage["cmd"].split("--allowed-rules", 1)[1].split("--")[0].split():
             assert rule in listed.stdout.split(), f"dvc.yaml names an unknown Snakemake rule {rule}"
+
+
+def test_dvc_reads_the_pipeline_and_has_a_default_local_remote():
+    """DVC itself parses dvc.yaml (templating and matrices included) into the stage graph, and `dvc push`
+    has somewhere to go offline."""
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    proc = subprocess.run([dvc, "dag", "--md"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for stage in ("preprocess", "sft", "pool", "reward@", "policy@", "evaluate"):
+        assert stage in proc.stdout
+    remote = subprocess.run([dvc, "remote", "list"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert remote.stdout.split()[:3] == ["local", str(ROOT / ".dvc-storage"), "(default)"]
