@@ -127,6 +127,9 @@ def write_run_info(out_dir: str | Path, stage: str, config: Mapping[str, Any], s
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": device,
+        # Where the scheduler ran it: the SLURM job and the GPUs it was given (None outside SLURM / on CPU).
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "wall_time_s": round(time.time() - started, 3),
         "argv": sys.argv,
     }
