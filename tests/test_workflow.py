@@ -156,3 +156,18 @@ def test_sigkilled_job_resumes_under_rerun_incomplete(quick_run):
     log = (quick_run / "results/quick/logs/sft.log").read_text()
     assert f"resuming from results/quick/sft/.checkpoint/{checkpoint_step}" in log
     assert (quick_run / target).read_bytes() == expected
+
+
+def test_multi_gpu_stages_launch_through_accelerate(tmp_path):
+    """gpu > 1 turns a training stage's command into `accelerate launch` with one process per GPU; an
+    Accelerate config file, when given, names the backend. A dry run shows the commands without running."""
+    extra = tmp_path / "gpus.yaml"
+    extra.write_text("resources:\n  sft: {gpu: 4}\n  accelerate_config: workflow/profiles/accelerate/fsdp.yaml\n")
+    proc = subprocess.run([SNAKEMAKE, "-n", "-p", "--forceall", "--cores", "2", "--configfile", QUICK, str(extra)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert ("accelerate.commands.launch --num_processes 4 --config_file workflow/profiles/accelerate/fsdp.yaml"
+            " -m rewardlab.train.sft") in out
+    reward_lines = [line for line in out.splitlines() if "rewardlab.train.reward" in line]
+    assert reward_lines and not any("accelerate" in line for line in reward_lines)  # gpu 0: plain python

@@ -72,8 +72,9 @@ def launcher(stage):
     if gpus <= 1:
         return f"{PYTHON} -m"
     accelerate_config = config["resources"].get("accelerate_config")
-    extra = f" --config_file {shlex.quote(accelerate_config)}" if accelerate_config else ""
-    return f"{PYTHON} -m accelerate.commands.launch --num_processes {gpus} --multi_gpu{extra} -m"
+    # The config file names the backend (DeepSpeed, FSDP); without one, plain multi-GPU DDP.
+    backend = f"--config_file {shlex.quote(accelerate_config)}" if accelerate_config else "--multi_gpu"
+    return f"{PYTHON} -m accelerate.commands.launch --num_processes {gpus} {backend} -m"
 
 
 LAUNCH = {stage: launcher(stage) for stage in ("sft", "reward", "policy")}

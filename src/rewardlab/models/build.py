@@ -87,29 +87,27 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
-def hidden_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Last-layer hidden states of the backbone of a sequence-classification model."""
-    out = model.base_model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
-    )
-    return out.last_hidden_state
-
-
-def head_outputs(model: PreTrainedModel, input_ids: torch.Tensor,
+def head_outputs(model: torch.nn.Module, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hidden states (B, T, H), raw head outputs (B, T, D)) from one forward pass."""
-    head = score_head(model)
-    hidden = hidden_states(model, input_ids, attention_mask)
+    """(hidden states (B, T, H), raw head outputs (B, T, D)) from one forward pass.
+
+    The pass goes through the model's own ``forward`` (asking for hidden states), so a model wrapped for
+    several processes (DDP) synchronises its gradients; the head is then applied at every position.
+    """
+    head = score_head(getattr(model, "module", model))
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True)
+    hidden = out.hidden_states[-1]
     return hidden, head(hidden.to(head.weight.dtype))
 
 
-def combine_heads(model: PreTrainedModel, outputs: torch.Tensor) -> torch.Tensor:
+def combine_heads(model: torch.nn.Module, outputs: torch.Tensor) -> torch.Tensor:
     """A scalar from the head: itself when D = 1; for a multi-attribute head (SteerLM, §1.5) the fixed
     linear combination Σ_j w_j·v_j + c stored in config.json at training time.
     """
     if outputs.shape[-1] == 1:
         return outputs.squeeze(-1)
-    combination = getattr(model.config, ATTRIBUTE_KEY, None)
+    combination = getattr(getattr(model, "module", model).config, ATTRIBUTE_KEY, None)
     if combination is None:
         raise ValueError(f"a {outputs.shape[-1]}-output reward head needs `{ATTRIBUTE_KEY}` in its config.json")
     weights = torch.tensor(combination["weights"], dtype=outputs.dtype, device=outputs.device)

@@ -8,10 +8,11 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
@@ -48,7 +49,10 @@ def make_accelerator(config: dict[str, Any], threads: int) -> Accelerator:
     precision = config.get("precision", "fp32")
     if cpu and precision != "fp32":
         raise SystemExit(f"precision: {precision} needs a GPU; set precision: fp32 on CPU")
-    return Accelerator(cpu=cpu, mixed_precision="no" if precision == "fp32" else precision)
+    # Every process takes its share of the same global batch (epoch_batches), so the schedule advances once
+    # per step, as in a single process (split_batches; by default Accelerate steps it once per process).
+    return Accelerator(cpu=cpu, mixed_precision="no" if precision == "fp32" else precision,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
 def is_main_process() -> bool:
@@ -110,3 +114,26 @@ def optimizer_step(accelerator: Accelerator, loss: torch.Tensor, optimizer: torc
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def save_model_folder(accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any, out: Path | str) -> None:
+    """The trained model and its tokenizer as a Hugging Face folder (safetensors), written by the main process.
+
+    The state dict is gathered on every process first (``get_state_dict``), so DeepSpeed ZeRO-3 and FSDP
+    shards are assembled into whole weights; under one process or DDP it is the model's own.
+    """
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(out, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    accelerator.wait_for_everyone()
+
+
+def checkpoint_steps(accelerator: Accelerator, every: int) -> int:
+    """Checkpoint interval for this run: resumable checkpoints hold whole weights and optimiser states, which
+    sharded runs (DeepSpeed, FSDP) do not have on one process, so those run without (with a message)."""
+    sharded = accelerator.distributed_type.name in ("DEEPSPEED", "FSDP")
+    if every and sharded and accelerator.is_main_process:
+        print(f"checkpoint_every: off under {accelerator.distributed_type.name} (sharded states); the stage "
+              "restarts from the beginning if killed", file=sys.stderr)
+    return 0 if sharded else every

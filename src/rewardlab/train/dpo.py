@@ -23,12 +23,14 @@ from rewardlab.rl import offline
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
 from rewardlab.train.checkpoint import Checkpointer, clear_checkpoint, fingerprint, restore_training, save_training
 from rewardlab.train.common import (
+    checkpoint_steps,
     epoch_batches,
     is_main_process,
     make_accelerator,
     optimizer_step,
     parse_config,
     progress,
+    save_model_folder,
     stage_parser,
     warmup_linear_decay,
 )
@@ -74,7 +76,8 @@ def run(config: dict, algo: str, seed: int, labels_dir: Path, sft_dir: Path, out
     scheduler = warmup_linear_decay(optimizer, total, 0.1)
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(policy)
-    checkpointer = Checkpointer(out, checkpoint_every, fingerprint("dpo", config, algo, seed))
+    checkpointer = Checkpointer(out, checkpoint_steps(accelerator, checkpoint_every),
+                                fingerprint("dpo", config, algo, seed))
     optimizers = {"optimizer": optimizer, "scheduler": scheduler}
     start, history, _ = restore_training(checkpointer, {"model": unwrapped}, optimizers)
     beta = dcfg["beta"]
@@ -103,9 +106,7 @@ def run(config: dict, algo: str, seed: int, labels_dir: Path, sft_dir: Path, out
         if checkpointer.due(step) and accelerator.is_main_process:
             save_training(checkpointer, step, {"model": unwrapped}, optimizers, history)
         accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+    save_model_folder(accelerator, policy, tokenizer, out)
     tail = history[-max(1, len(history) // 10) :]
     metrics = {f"train_{k}": sum(h[k] for h in tail) / len(tail) for k in history[-1] if k != "step"}
     metrics.update(steps=step, pairs=len(pairs))

@@ -50,7 +50,15 @@ from rewardlab.train.checkpoint import (
     save_training,
     set_python_rng_state,
 )
-from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser
+from rewardlab.train.common import (
+    checkpoint_steps,
+    is_main_process,
+    make_accelerator,
+    parse_config,
+    progress,
+    save_model_folder,
+    stage_parser,
+)
 
 
 def policy_options(config: Mapping[str, Any], algo: str) -> dict[str, Any]:
@@ -195,7 +203,7 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
     if value_model is not None:
         models["value"] = accelerator.unwrap_model(value_model)
         optimizers["value"] = value_optimizer
-    checkpointer = Checkpointer(out, checkpoint_every,
+    checkpointer = Checkpointer(out, checkpoint_steps(accelerator, checkpoint_every),
                                 fingerprint("policy", config, algo_name, shaping_name, seed, str(dpo_dir)))
     start, history, extra = restore_training(checkpointer, models, optimizers)
     if start:
@@ -220,12 +228,14 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
     for step in progress(range(start + 1, pcfg["steps"] + 1), pcfg["steps"], f"policy[{algo_name}/{shaping_name}]",
                          config.get("progress", True), initial=start):
         chosen = rng.sample(range(len(prompts)), min(pcfg["prompts_per_step"], len(prompts)))
+        # Several processes: each rolls out its share of the step's prompts; DDP averages the gradients.
+        chosen = chosen[accelerator.process_index :: accelerator.num_processes]
         batch_prompts = [prompts[i] for i in chosen for _ in range(group_size)]
         group = torch.tensor([j for j in range(len(chosen)) for _ in range(group_size)], device=device)
         generator_policy = accelerator.unwrap_model(policy)
         rollout = sample(generator_policy, batch_prompts, max_new_tokens=task_cfg["max_new_tokens"],
                          temperature=temperature, eos_id=eos_id, pad_id=pad_id, device=device)
-        samples_seen += len(batch_prompts)
+        samples_seen += len(batch_prompts) * accelerator.num_processes
         with torch.no_grad():
             old_logp, ref_logp, entropy, mask, kl, scored, rewards = score_rollout(rollout, batch_prompts)
             baseline_score = None
@@ -276,7 +286,7 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
                 for key, value in record.items():
                     stats.setdefault(key, []).append(value)
 
-        observed_kl = kl_estimate(old_logp, ref_logp, "k1").mul(mask).sum(-1).mean().item()
+        observed_kl = accelerator.reduce(kl_estimate(old_logp, ref_logp, "k1").mul(mask).sum(-1).mean(), "mean").item()
         if step % pcfg["log_every"] == 0 or step == pcfg["steps"]:
             responses = scored["responses"]
             golds = scored["gold"]
@@ -301,18 +311,20 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
             if algo_name == "grpo":
                 row["frac_reward_zero_std"] = algo.frac_zero_std
             row.update({k: sum(v) / len(v) for k, v in stats.items()})
+            if accelerator.num_processes > 1:  # the row over every process's rollouts
+                values = accelerator.reduce(torch.tensor(list(row.values()), device=device, dtype=torch.float64),
+                                            "mean")
+                row = dict(zip(row, values.tolist())) | {"step": step, "samples": samples_seen}
             history.append(row)
         if controller is not None:
             kl_coef = controller.update(observed_kl, len(batch_prompts))
-        if checkpointer.due(step):
+        if checkpointer.due(step) and accelerator.is_main_process:
             save_training(checkpointer, step, models, optimizers, history, {
                 "prompt_rng": python_rng_state(rng), "kl_coef": kl_coef, "samples_seen": samples_seen,
                 "algorithm_state": {k: v for k, v in vars(algo).items() if isinstance(v, (int, float, type(None)))},
             })
 
-    unwrapped = accelerator.unwrap_model(policy)
-    unwrapped.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_model_folder(accelerator, policy, tokenizer, out)
     tail = history[-max(1, len(history) // 10) :]
     keys = [k for k in history[-1] if k not in ("step", "samples")]
     metrics = {f"train_{k}": float(np.nanmean([h.get(k, np.nan) for h in tail])) for k in keys}
@@ -336,9 +348,10 @@ def main() -> None:
     metrics, history, device = run(config, args.algorithm, args.shaping, args.seed, Path(args.data),
                                    Path(args.sft), Path(args.rm), out, args.threads,
                                    Path(args.dpo) if args.dpo else None, args.checkpoint_every)
-    finish_stage(out, "policy", config, args.seed, started, device, metrics, history,
-                 extra={"algorithm": args.algorithm, "shaping": args.shaping})
-    clear_checkpoint(out)
+    if is_main_process():
+        finish_stage(out, "policy", config, args.seed, started, device, metrics, history,
+                     extra={"algorithm": args.algorithm, "shaping": args.shaping})
+        clear_checkpoint(out)
 
 
 if __name__ == "__main__":

@@ -52,12 +52,14 @@ from rewardlab.train.checkpoint import (
     save_training,
 )
 from rewardlab.train.common import (
+    checkpoint_steps,
     epoch_batches,
     is_main_process,
     make_accelerator,
     optimizer_step,
     parse_config,
     progress,
+    save_model_folder,
     stage_parser,
     warmup_linear_decay,
 )
@@ -169,7 +171,8 @@ def score_sequences(model: PreTrainedModel, sequences: list[list[int]], pad_id: 
 
 def train_member(config: dict, spec: losses.LossSpec, data: LabelSet, seed: int, sft_dir: Path, accelerator,
                  pad_id: int, desc: str, combination: dict | None,
-                 checkpointer: Checkpointer) -> tuple[PreTrainedModel, list[dict]]:
+                 checkpointer: Checkpointer) -> tuple[torch.nn.Module, list[dict]]:
+    """One member's training loop; returns the model as prepared by Accelerate (unwrap it to read it)."""
     rcfg = config["reward"]
     seed_everything(seed)
     model = reward_model_from_backbone(sft_dir, seed, num_labels=spec.head_dim)
@@ -197,7 +200,7 @@ def train_member(config: dict, spec: losses.LossSpec, data: LabelSet, seed: int,
         if checkpointer.due(step) and accelerator.is_main_process:
             save_training(checkpointer, step, {"model": unwrapped}, optimizers, history)
         accelerator.wait_for_everyone()
-    return unwrapped, history
+    return model, history
 
 
 def normalise(model: PreTrainedModel, pool_dir: Path, tokenizer, limit: int,
@@ -228,7 +231,7 @@ def run(config: dict, loss_name: str, seed: int, labels_dir: Path, pool_dir: Pat
     histories, member_metrics = [], []
     for m in range(members):
         member_seed = seed if members == 1 else seed * 1000 + m
-        checkpointer = Checkpointer(out / CHECKPOINT_DIR, checkpoint_every,
+        checkpointer = Checkpointer(out / CHECKPOINT_DIR, checkpoint_steps(accelerator, checkpoint_every),
                                     fingerprint("reward", config, loss_name, seed, m), name=f"member-{m}")
         done = checkpointer.root / "done.json"
         if done.exists():  # a member finished before the stage was killed: its folder is saved already
@@ -236,9 +239,11 @@ def run(config: dict, loss_name: str, seed: int, labels_dir: Path, pool_dir: Pat
             histories += record["history"]
             member_metrics.append(record["metrics"])
             continue
-        model, history = train_member(config, spec, data, member_seed, sft_dir, accelerator, tokenizer.pad_token_id,
-                                      f"reward[{loss_name}]" + (f" member {m}" if members > 1 else ""), combination,
-                                      checkpointer)
+        prepared, history = train_member(config, spec, data, member_seed, sft_dir, accelerator,
+                                         tokenizer.pad_token_id,
+                                         f"reward[{loss_name}]" + (f" member {m}" if members > 1 else ""),
+                                         combination, checkpointer)
+        model = accelerator.unwrap_model(prepared)
         mean, std = normalise(model, pool_dir, tokenizer, rcfg["normalise_samples"], accelerator.device)
         setattr(model.config, NORMALISATION_KEY, {"mean": mean, "std": std})
         model.config.rewardlab_loss = loss_name
@@ -248,16 +253,14 @@ def run(config: dict, loss_name: str, seed: int, labels_dir: Path, pool_dir: Pat
                       if "accuracy" in tail[0] else {}),
                    "reward_mean": mean, "reward_std": std}
         history = [{**h, "member": m} for h in history]
+        save_model_folder(accelerator, prepared, tokenizer, out if m == 0 else out / "members" / str(m))
         if accelerator.is_main_process:
-            target = out if m == 0 else out / "members" / str(m)
-            model.save_pretrained(target, safe_serialization=True)
-            tokenizer.save_pretrained(target)
             if members > 1 and checkpoint_every:
                 checkpointer.clear()
                 write_json(done, {"metrics": metrics, "history": history})
         histories += history
         member_metrics.append(metrics)
-        del model
+        del model, prepared
     if members > 1 and accelerator.is_main_process:
         write_json(out / ENSEMBLE_FILE, {"members": ["."] + [f"members/{m}" for m in range(1, members)],
                                          "aggregate": ensemble["aggregate"], "uwo_lambda": ensemble["uwo_lambda"]})

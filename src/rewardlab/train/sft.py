@@ -19,12 +19,14 @@ from rewardlab.models.build import build_tiny_gpt, count_parameters
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
 from rewardlab.train.checkpoint import Checkpointer, clear_checkpoint, fingerprint, restore_training, save_training
 from rewardlab.train.common import (
+    checkpoint_steps,
     epoch_batches,
     is_main_process,
     make_accelerator,
     optimizer_step,
     parse_config,
     progress,
+    save_model_folder,
     stage_parser,
     warmup_linear_decay,
 )
@@ -78,7 +80,7 @@ def run(config: dict, data_dir: Path, out: Path, threads: int = 1,
     scheduler = warmup_linear_decay(optimizer, total, sft["warmup_ratio"])
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
-    checkpointer = Checkpointer(out, checkpoint_every, fingerprint("sft", config))
+    checkpointer = Checkpointer(out, checkpoint_steps(accelerator, checkpoint_every), fingerprint("sft", config))
     optimizers = {"optimizer": optimizer, "scheduler": scheduler}
     start, history, _ = restore_training(checkpointer, {"model": unwrapped}, optimizers)
 
@@ -102,9 +104,7 @@ def run(config: dict, data_dir: Path, out: Path, threads: int = 1,
             save_training(checkpointer, step, {"model": unwrapped}, optimizers, history)
         accelerator.wait_for_everyone()
 
-    if accelerator.is_main_process:
-        unwrapped.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+    save_model_folder(accelerator, model, tokenizer, out)
     tail = history[-min(50, len(history)) :]
     valid = history[-1]["valid_loss"]
     return {
