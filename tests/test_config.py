@@ -60,3 +60,10 @@ def test_cli_validate(capsys):
 
     assert main(["validate", str(ROOT / "config/config.yaml"), str(ROOT / "config/experiments/quick.yaml")]) == 0
     assert "quick" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("experiment", sorted(p.name for p in (ROOT / "config/experiments").glob("*.yaml")))
+def test_every_experiment_config_validates(experiment):
+    """Each shipped experiment (the GPU examples for real data included) validates on top of the default."""
+    cfg = C.load(ROOT / "config/config.yaml", ROOT / "config/experiments" / experiment)
+    assert cfg["name"] == Path(experiment).stem

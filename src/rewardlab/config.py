@@ -91,6 +91,11 @@ def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
             f"labels.num_prompts: {config['labels']['num_prompts']} is more than data.num_prompts_train "
             f"({config['data']['num_prompts_train']})"
         )
+    if config["data"].get("source"):
+        _check_real_data(config)
+        return
+    if config["sft"]["epochs"] == 0 and not config["model"].get("name_or_path"):
+        raise ConfigError("sft.epochs: 0 needs model.name_or_path (a pretrained policy to start from)")
     budget = config["model"]["n_positions"]
     if config["task"]["max_new_tokens"] + 8 > budget:
         raise ConfigError(
@@ -138,3 +143,25 @@ def stage_resources(config: Mapping[str, Any], stage: str) -> dict[str, int]:
     merged.update(config["resources"].get("default", {}))
     merged.update(config["resources"].get(stage, {}))
     return merged
+
+
+def is_real_data(config: Mapping[str, Any]) -> bool:
+    """True when the experiment reads real preference data (``data.source``) instead of SentiGram."""
+    return bool(config["data"].get("source"))
+
+
+def _check_real_data(config: dict[str, Any]) -> None:
+    """What real data supports today: pair losses on the dataset's own labels, reward models and their evaluation."""
+    from rewardlab.losses.catalog import LOSS_SHAPES
+
+    if not config["model"].get("name_or_path"):
+        raise ConfigError("model.name_or_path: real data (data.source) needs a local Hugging Face causal LM")
+    not_pairs = [loss for loss in config["reward"]["losses"] if LOSS_SHAPES[loss] != "pairs"]
+    if not_pairs:
+        raise ConfigError(f"reward.losses: {not_pairs[0]} needs {LOSS_SHAPES[not_pairs[0]]}; real data gives "
+                          "preference pairs (use a pairwise loss)")
+    if flip_rates(config) != [0.0]:
+        raise ConfigError("labels.flip_rate: real data keeps its own labels; set [0.0]")
+    if config["policy"]["algorithms"]:
+        raise ConfigError("policy.algorithms: policy optimisation on real data is not built yet (no gold reward or "
+                          "RL prompts pipeline for it); set [] to train and evaluate reward models")

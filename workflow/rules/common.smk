@@ -3,7 +3,7 @@ import json
 import shlex
 import sys
 
-from rewardlab.config import flip_rates, noise_tag, stage_resources
+from rewardlab.config import flip_rates, is_real_data, noise_tag, stage_resources
 from rewardlab.losses.catalog import label_file as loss_label_file
 
 EXP = config["name"]
@@ -11,6 +11,9 @@ DATA = f"data/processed/{config['data']['name']}"
 RESULTS = f"results/{EXP}"
 LOGS = f"{RESULTS}/logs"
 PYTHON = shlex.quote(sys.executable)  # the interpreter that runs Snakemake, i.e. the project's environment
+# Real preference data (data.source) or the embedded SentiGram task: real data brings its own pairs, so the
+# toy's pool and label stages give way to files that preprocess writes under DATA.
+REAL = is_real_data(config)
 CHECKPOINT_EVERY = int(config["checkpoint_every"])  # passed to training stages; not a parameter of any
 SEEDS = config["seeds"]
 LOSSES = config["reward"]["losses"]
@@ -33,7 +36,7 @@ wildcard_constraints:
 # Sweep lists (seeds, reward.losses, policy.algorithms, labels.flip_rate) are wildcards, not parameters.
 COMMON_KEYS = ["device", "precision", "progress"]
 STAGE_KEYS = {
-    "preprocess": ["data"],
+    "preprocess": ["data", "model"] if REAL else ["data"],
     "sft": ["model", "sft"],
     "pool": ["labels.num_prompts", "labels.samples_per_prompt", "labels.sampling_temperature", "labels.seed",
              "task", "bon"],
@@ -90,9 +93,22 @@ def stage_files(folder):
     return [f"{folder}/{name}" for name in ("metrics.json", "run.json")]
 
 
+def labels_dir(noise):
+    """Where a noise level's label sets are: the label stage's folder, or the real data's preprocessed pairs."""
+    return DATA if REAL else f"{RESULTS}/labels/{noise}"
+
+
+POOL = f"{DATA}/pool" if REAL else f"{RESULTS}/pool"  # responses the reward model is normalised on
+
+
 def label_file(wildcards):
     """The label set a loss consumes (pairs, rankings or ratings)."""
-    return f"{RESULTS}/labels/{wildcards.noise}/{loss_label_file(wildcards.loss)}"
+    return f"{labels_dir(wildcards.noise)}/{loss_label_file(wildcards.loss)}"
+
+
+def label_scales(wildcards):
+    """The simulated annotators' rating scales (SentiGram only)."""
+    return [] if REAL else [f"{RESULTS}/labels/{wildcards.noise}/scales.json"]
 
 
 def rm_runs():

@@ -1,10 +1,15 @@
 rule preprocess:
+    input:
+        # Real data: the user's files (a change to them reruns preprocess and what follows).
+        [v for k, v in (config["data"].get("source") or {}).items() if k.endswith("path")],
     output:
-        files=expand(f"{DATA}/{{name}}.jsonl", name=["sft_train", "sft_valid", "prompts_train", "prompts_test"]),
+        files=expand(f"{DATA}/{{name}}.jsonl", name=["sft_train", "sft_valid", "prompts_train", "prompts_test"]
+                     + (["pairs_train", "pairs_test", "pool/train"] if REAL else [])),
         tokenizer=f"{DATA}/tokenizer/tokenizer.json",
         metrics=f"{DATA}/metrics.json",
     params:
         cfg=lambda w: stage_config("preprocess"),
+        module="rewardlab.data.ingest" if REAL else "rewardlab.data.preprocess",
         out=DATA,
     log:
         f"{LOGS}/preprocess.log",
@@ -14,7 +19,7 @@ rule preprocess:
         runtime=res("preprocess", "runtime"),
         gpu=0,
     shell:
-        "{PYTHON} -m rewardlab.data.preprocess --config {params.cfg:q} --out {params.out:q}"
+        "{PYTHON} -m {params.module} --config {params.cfg:q} --out {params.out:q}"
         " --threads {threads} 2> {log:q}"
 
 

@@ -1,8 +1,8 @@
 rule evaluate_rm:
     input:
         rm=model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
-        labels=f"{RESULTS}/labels/{{noise}}/pairs_test.jsonl",
-        pool=[f"{RESULTS}/pool/bench.jsonl", f"{RESULTS}/pool/bon.jsonl"],
+        labels=lambda w: f"{labels_dir(w.noise)}/pairs_test.jsonl",
+        pool=[] if REAL else [f"{RESULTS}/pool/bench.jsonl", f"{RESULTS}/pool/bon.jsonl"],
     output:
         metrics=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/metrics.json",
         calibration=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/calibration.csv",
@@ -10,8 +10,8 @@ rule evaluate_rm:
     params:
         cfg=lambda w: stage_config("evaluate"),
         rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
-        labels=lambda w: f"{RESULTS}/labels/{w.noise}",
-        pool=f"{RESULTS}/pool",
+        labels=lambda w: labels_dir(w.noise),
+        pool=POOL,
         out=lambda w: f"{RESULTS}/eval/rm/{w.loss}-{w.noise}-s{w.seed}",
     log:
         f"{LOGS}/eval/rm-{{loss}}-{{noise}}-s{{seed}}.log",

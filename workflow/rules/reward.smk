@@ -2,8 +2,8 @@ rule reward:
     input:
         sft=model_files(f"{RESULTS}/sft"),
         labels=label_file,
-        scales=f"{RESULTS}/labels/{{noise}}/scales.json",
-        pool=f"{RESULTS}/pool/train.jsonl",
+        scales=label_scales,
+        pool=f"{POOL}/train.jsonl",
     output:
         model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
         stage_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
@@ -11,8 +11,8 @@ rule reward:
     params:
         cfg=lambda w: stage_config("reward"),
         sft=f"{RESULTS}/sft",
-        labels=lambda w: f"{RESULTS}/labels/{w.noise}",
-        pool=f"{RESULTS}/pool",
+        labels=lambda w: labels_dir(w.noise),
+        pool=POOL,
         out=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
     log:
         f"{LOGS}/reward/{{loss}}-{{noise}}-s{{seed}}.log",

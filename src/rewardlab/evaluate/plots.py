@@ -74,6 +74,10 @@ def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
     """Best-of-n gold (left) and normalised proxy (right) gain over n = 1 against √KL_bon, mean over seeds."""
     grouped = _mean_over_seeds(curves, ["sqrt_kl", "gold_gain", "proxy_gain"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    if not curves:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no best-of-n pool (real data has no gold reward)", ha="center", va="center",
+                    transform=ax.transAxes)
     cmap = plt.get_cmap("tab20")
     for i, (name, table) in enumerate(sorted(grouped.items())):
         style = "-" if i % 40 < 20 else "--"

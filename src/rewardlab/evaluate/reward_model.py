@@ -57,6 +57,11 @@ def pair_metrics(scorer, tokenizer, pairs: list[dict], bins: int, device) -> tup
                         device)
     r_c, r_r = scores[: len(pairs)], scores[len(pairs) :]
     delta = r_c - r_r
+    has_gold = all(p.get("score_chosen") is not None and p.get("p_star") is not None for p in pairs)
+    if not has_gold:  # real data: no gold reward, so the gold metrics are missing (not zero)
+        return ({"accuracy": M.pairwise_accuracy(delta), "accuracy_gold": None, "ece": M.expected_calibration_error(
+                    delta, delta > 0, bins), "brier": None, "spearman_gold": None, "margin": float(delta.mean()),
+                 "pairs": len(pairs)}, M.calibration_bins(delta, delta > 0, bins))
     gold_delta = np.array([p["score_chosen"] - p["score_rejected"] for p in pairs])
     decided = gold_delta != 0
     unique: dict[tuple[str, str], tuple[float, float]] = {}
@@ -130,11 +135,15 @@ def main() -> None:
     scorer = RewardScorer(args.rm, device)
     pairs = read_pairs(read_jsonl(Path(args.labels) / "pairs_test.jsonl"), "pairs_test.jsonl")
     result, calibration = pair_metrics(scorer, tokenizer, pairs, config["evaluate"]["calibration_bins"], device)
-    result.update(bench_metrics(scorer, tokenizer, read_jsonl(Path(args.pool) / "bench.jsonl"), device))
-    bon_result, bon_rows = bon_metrics(scorer, tokenizer, read_jsonl(Path(args.pool) / "bon.jsonl"), device)
-    result.update(bon_result)
+    bon_rows: list[dict] = []
+    if (Path(args.pool) / "bench.jsonl").is_file():  # SentiGram only: ToyRewardBench and the best-of-n pool
+        result.update(bench_metrics(scorer, tokenizer, read_jsonl(Path(args.pool) / "bench.jsonl"), device))
+        bon_result, bon_rows = bon_metrics(scorer, tokenizer, read_jsonl(Path(args.pool) / "bon.jsonl"), device)
+        result.update(bon_result)
     atomic_write_text(out / "calibration.csv", pd.DataFrame(calibration).to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(out / "bon.csv", pd.DataFrame(bon_rows).to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(out / "bon.csv", pd.DataFrame(bon_rows, columns=list(bon_rows[0]) if bon_rows else
+                                                     ["n", "sqrt_kl", "gold", "proxy"]).to_csv(index=False,
+                                                                                                 float_format="%.6g"))
     finish_stage(out, "evaluate_rm", config, None, started, str(device), result,
                  extra={"rm": args.rm, "members": scorer.members})
 

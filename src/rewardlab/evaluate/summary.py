@@ -49,7 +49,9 @@ def load_metrics(folders: list[str]) -> pd.DataFrame:
         match = RUN_NAME.match(name)
         rows.append({"run": name, "group": match["group"] if match else name,
                      "seed": int(match["seed"]) if match else None, **metrics})
-    return pd.DataFrame(rows, columns=None if rows else ["run", "group", "seed"])
+    frame = pd.DataFrame(rows, columns=None if rows else ["run", "group", "seed"])
+    # A metric a run does not have (null in metrics.json, e.g. gold metrics on real data) is missing: NaN.
+    return frame.infer_objects().fillna(np.nan) if rows else frame
 
 
 def aggregate(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -144,7 +146,8 @@ def main() -> None:
     rm = load_metrics(args.rm_evals)
     policy = load_metrics(args.policy_evals)
     histories = {Path(f).name: pd.read_csv(Path(f) / "history.csv") for f in args.histories}
-    bon_tables = {Path(f).name: pd.read_csv(Path(f) / "bon.csv") for f in args.rm_evals}
+    bon_tables = {Path(f).name: table for f in args.rm_evals
+                  if not (table := pd.read_csv(Path(f) / "bon.csv")).empty}  # none for real data
     if not policy.empty:
         policy = policy.merge(rl_fits(histories), on="run", how="left")
         policy = pd.concat([policy, bon_rows(bon_tables)], ignore_index=True)
@@ -175,7 +178,7 @@ def main() -> None:
     write_json(out / "metrics.json", nested)
 
     markdown = ("# Summary\n\n## Reward models, mean ± 2·SE over seeds\n\n"
-                + with_error_bars(rm_agg, ["accuracy_gold", "ece", "brier", "spearman_gold", "bench_score",
+                + with_error_bars(rm_agg, ["accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "bench_score",
                                            "bon_alpha", "bon_beta"])
                 + "\n## Policies, mean ± 2·SE over seeds\n\n"
                 + with_error_bars(policy_agg, ["reward_gold", "reward_proxy", "kl", "win_rate_vs_sft", "length"])

@@ -1,4 +1,5 @@
-"""A word-level tokenizer built locally and saved in Hugging Face format (no download)."""
+"""Tokenizers and text: the SentiGram word-level tokenizer (built locally, no download), and how a prompt and
+a response become one text, for the toy and for real data alike."""
 
 from __future__ import annotations
 
@@ -22,3 +23,15 @@ def build_word_tokenizer(vocab: Sequence[str]) -> PreTrainedTokenizerFast:
     )
     tokenizer.padding_side = "left"  # prompts are left-padded for batched generation
     return tokenizer
+
+
+def join_text(prompt: str, response: str) -> str:
+    """Prompt and response as one text: a space between them unless one side already has the boundary.
+
+    SentiGram's word sequences get one space (as the tokenizer splits them); a real prompt rendered by a chat
+    template ends with a newline, an HH or TL;DR prompt with "Assistant:" / "TL;DR:" before a response that may
+    start with a space: those join as they are.
+    """
+    if not prompt or not response or prompt[-1].isspace() or response[0].isspace():
+        return prompt + response
+    return f"{prompt} {response}"

@@ -19,6 +19,7 @@ from transformers import AutoTokenizer
 from rewardlab.data.batching import pad_right
 from rewardlab.data.formats import read_pairs
 from rewardlab.models.build import load_policy
+from rewardlab.models.tokenizer import join_text
 from rewardlab.rl import offline
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
 from rewardlab.train.checkpoint import Checkpointer, clear_checkpoint, fingerprint, restore_training, save_training
@@ -59,8 +60,8 @@ def run(config: dict, algo: str, seed: int, labels_dir: Path, sft_dir: Path, out
     pairs = read_pairs(read_jsonl(labels_dir / "pairs_train.jsonl"), "pairs_train.jsonl")
     prompts = [p["prompt"] for p in pairs]
     enc = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
-    chosen = enc([f"{p['prompt']} {p['chosen']}" for p in pairs])
-    rejected = enc([f"{p['prompt']} {p['rejected']}" for p in pairs])
+    chosen = enc([join_text(p["prompt"], p["chosen"]) for p in pairs])
+    rejected = enc([join_text(p["prompt"], p["rejected"]) for p in pairs])
     prompt_len = [len(x) for x in enc(prompts)]
     policy = load_policy(sft_dir)
     reference = load_policy(sft_dir).to(device).eval()

@@ -37,6 +37,7 @@ from rewardlab.models.build import (
     sequence_scores,
 )
 from rewardlab.models.reward import ENSEMBLE_FILE
+from rewardlab.models.tokenizer import join_text
 from rewardlab.runinfo import (
     finish_stage,
     read_jsonl,
@@ -67,7 +68,7 @@ from rewardlab.train.common import (
 
 def encode(tokenizer, prompts: list[str], responses: list[str]) -> list[list[int]]:
     """Token ids of prompt + response (the same join the policy's rollouts produce)."""
-    return tokenizer([f"{p} {r}" for p, r in zip(prompts, responses)], add_special_tokens=False)["input_ids"]
+    return tokenizer([join_text(p, r) for p, r in zip(prompts, responses)], add_special_tokens=False)["input_ids"]
 
 
 @dataclass
@@ -175,7 +176,8 @@ def train_member(config: dict, spec: losses.LossSpec, data: LabelSet, seed: int,
     """One member's training loop; returns the model as prepared by Accelerate (unwrap it to read it)."""
     rcfg = config["reward"]
     seed_everything(seed)
-    model = reward_model_from_backbone(sft_dir, seed, num_labels=spec.head_dim)
+    model = reward_model_from_backbone(sft_dir, seed, num_labels=spec.head_dim,
+                                       trust_remote_code=config.get("model", {}).get("trust_remote_code", False))
     if combination is not None and spec.head_dim > 1:
         setattr(model.config, ATTRIBUTE_KEY, combination)
     optimizer = torch.optim.AdamW(model.parameters(), lr=rcfg["lr"], weight_decay=rcfg["weight_decay"])
@@ -222,8 +224,10 @@ def run(config: dict, loss_name: str, seed: int, labels_dir: Path, pool_dir: Pat
     spec = losses.get(loss_name)
     accelerator = make_accelerator(config, threads)
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    scales = json.loads((labels_dir / "scales.json").read_text())
-    combination = {"weights": scales["weights"], "offset": scales["offset"], "attributes": scales["attributes"]}
+    combination = None  # the rating combination of the simulated annotators (SentiGram only)
+    if (labels_dir / "scales.json").is_file():
+        scales = json.loads((labels_dir / "scales.json").read_text())
+        combination = {"weights": scales["weights"], "offset": scales["offset"], "attributes": scales["attributes"]}
     data = LabelSet(spec.label_shape, read_jsonl(labels_dir / LABEL_FILES[spec.label_shape]), tokenizer,
                     combination)
     ensemble = rcfg["ensemble"]

@@ -1,0 +1,178 @@
+"""Stage `preprocess` for real data: local dataset files → canonical records → the DAG's data contract.
+
+Reads ``data.source.path`` (and ``test_path`` / ``sft_path``) through the format's adapter
+(``rewardlab.data.adapters``), renders prompts with the model's chat template when its tokenizer has one
+(otherwise a single user turn is its text, and a conversation an HH-style transcript ending in
+"Assistant:"), drops pairs and SFT documents longer than ``model.max_length`` tokens, and writes, in
+``data/processed/<name>/``, the same files the SentiGram preprocess writes plus the labels:
+
+  sft_train.jsonl, sft_valid.jsonl       {"prompt", "completion"} (TRL prompt-completion)
+  prompts_train.jsonl, prompts_test.jsonl {"prompt"} (rendered)
+  pairs_train.jsonl, pairs_test.jsonl    UltraFeedback-binarized rows (the reward stage's pairs)
+  pool/train.jsonl                       {"prompt", "responses"}: what the reward model is normalised on
+  tokenizer/                             the model's tokenizer (a pad token set when it had none)
+  metrics.json                           rows read / skipped, ties dropped, pairs and documents kept and
+                                         dropped for length, mean lengths; run.json
+
+Every problem with the inputs (a missing file or model folder, a bad row, a format that gives no pairs)
+stops here, before any training, with the file and row.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from rewardlab.data.adapters import BadRow, read_records
+from rewardlab.data.formats import ultrafeedback_row
+from rewardlab.models.tokenizer import join_text
+from rewardlab.runinfo import read_jsonl, write_jsonl, write_metrics, write_run_info
+from rewardlab.train.common import parse_config, stage_parser
+
+
+def load_tokenizer(model_path: str, trust_remote_code: bool):
+    """The model's tokenizer, with a pad token (its EOS) when it has none; checked before anything is read."""
+    folder = Path(model_path)
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"model.name_or_path: {folder} is not a local Hugging Face model folder (no config.json); "
+                         "place the weights there (nothing is downloaded)")
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token is None:
+        raise SystemExit(f"model.name_or_path: the tokenizer in {folder} has no EOS token")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+    """A prompt's text: the chat template with the generation prompt, or plain text without a template."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages) + "\n\nAssistant:"
+
+
+def _response(messages: list[dict[str, str]]) -> str:
+    return messages[-1]["content"].strip()
+
+
+def _pairs_only(records: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+    if records and "ratings" in records[0]:
+        raise SystemExit(f"data.source.path: {path} holds HelpSteer2 ratings, not pairs; point it at the "
+                         "preference subset (rows with response_1, response_2, preference_strength)")
+    return records
+
+
+def run(config: dict, out: Path) -> dict[str, float]:
+    source, data = config["data"]["source"], config["data"]
+    model = config["model"]
+    for key in ("path", "test_path", "sft_path"):
+        if source.get(key) and not Path(source[key]).is_file():
+            raise SystemExit(f"data.source.{key}: {source[key]} does not exist (place the files locally; nothing "
+                             "is downloaded)")
+    tokenizer = load_tokenizer(model["name_or_path"], model["trust_remote_code"])
+    counts: Counter = Counter()
+    try:
+        train = _pairs_only(read_records(source["path"], source["format"], "train", data["on_bad_row"], counts),
+                            source["path"])
+        if source.get("test_path"):
+            test = _pairs_only(read_records(source["test_path"], source["format"], "test", data["on_bad_row"],
+                                            counts), source["test_path"])
+        else:
+            rng = random.Random(data["seed"])
+            order = list(range(len(train)))
+            rng.shuffle(order)
+            n_test = max(1, round(len(train) * source["test_fraction"]))
+            test = [train[i] for i in sorted(order[:n_test])]
+            train = [train[i] for i in sorted(order[n_test:])]
+    except BadRow as err:
+        raise SystemExit(f"data.source: {err} (set data.on_bad_row: skip to skip such rows and count them)") from err
+    if source.get("max_rows"):
+        train = train[: source["max_rows"]]
+
+    def length(prompt: str, response: str) -> int:
+        return len(tokenizer(join_text(prompt, response), add_special_tokens=False)["input_ids"])
+
+    def rendered(pairs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+        rows = []
+        for pair in pairs:
+            prompt = render_prompt(tokenizer, pair["prompt"])
+            chosen, rejected = _response(pair["chosen"]), _response(pair["rejected"])
+            if max(length(prompt, chosen), length(prompt, rejected)) > model["max_length"]:
+                counts[f"pairs_too_long_{split}"] += 1
+                continue
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                         "score_chosen": pair["score_chosen"], "score_rejected": pair["score_rejected"],
+                         **({"margin": pair["margin"]} if pair["margin"] is not None else {}),
+                         **({"strength": pair["strength"]} if pair["strength"] is not None else {})})
+        return rows
+
+    train_rows, test_rows = rendered(train, "train"), rendered(test, "test")
+    if not train_rows or not test_rows:
+        raise SystemExit(f"data.source: {len(train_rows)} training and {len(test_rows)} held-out pairs are left "
+                         f"after adapters and length filtering (model.max_length {model['max_length']}); too few")
+
+    if source.get("sft_path"):
+        documents = []
+        for number, row in enumerate(read_jsonl(source["sft_path"]), start=1):
+            if not isinstance(row.get("prompt"), (str, list)) or not isinstance(row.get("completion"), str):
+                raise SystemExit(f"data.source.sft_path: {source['sft_path']}: row {number}: expected "
+                                 "{\"prompt\": str or messages, \"completion\": str}")
+            prompt = row["prompt"]
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            documents.append({"prompt": render_prompt(tokenizer, messages), "completion": row["completion"].strip()})
+    else:
+        documents = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in train_rows]
+    kept = [d for d in documents if length(d["prompt"], d["completion"]) <= model["max_length"]]
+    counts["sft_too_long"] = len(documents) - len(kept)
+    n_valid = max(1, len(kept) // 20)
+    sft_valid, sft_train = kept[:n_valid], kept[n_valid:] or kept
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "pairs_train.jsonl", [ultrafeedback_row(r) for r in train_rows])
+    write_jsonl(out / "pairs_test.jsonl", [ultrafeedback_row(r) for r in test_rows])
+    write_jsonl(out / "sft_train.jsonl", sft_train)
+    write_jsonl(out / "sft_valid.jsonl", sft_valid)
+    write_jsonl(out / "prompts_train.jsonl", [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in train_rows)])
+    write_jsonl(out / "prompts_test.jsonl", [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in test_rows)])
+    write_jsonl(out / "pool/train.jsonl", [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]}
+                                           for r in train_rows])
+    tokenizer.save_pretrained(out / "tokenizer")
+    lengths = [length(r["prompt"], r["chosen"]) for r in train_rows]
+    return {
+        "rows_read": counts["rows_read"],
+        "rows_skipped": counts["rows_skipped"],
+        "ties_dropped": counts["ties_dropped"],
+        "pairs_train": len(train_rows),
+        "pairs_test": len(test_rows),
+        "pairs_too_long": counts["pairs_too_long_train"] + counts["pairs_too_long_test"],
+        "sft_train": len(sft_train),
+        "sft_valid": len(sft_valid),
+        "sft_too_long": counts["sft_too_long"],
+        "mean_tokens_chosen": sum(lengths) / len(lengths),
+        "max_tokens_chosen": max(lengths),
+        "chat_template": float(bool(getattr(tokenizer, "chat_template", None))),
+    }
+
+
+def main() -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    config = parse_config(args.config)
+    started = time.time()
+    out = Path(args.out)
+    metrics = run(config, out)
+    write_run_info(out, "preprocess", config, config["data"]["seed"], started, "cpu",
+                   extra={"source": config["data"]["source"], "model": config["model"]["name_or_path"]})
+    write_metrics(out, metrics)
+
+
+if __name__ == "__main__":
+    main()
