@@ -5,6 +5,7 @@ the real loading code; two of them through the Snakemake DAG; bad inputs stop be
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from rewardlab.data.formats import read_pairs
 from rewardlab.evaluate.reward_model import pair_metrics
 from rewardlab.models.reward import RewardScorer
 from rewardlab.runinfo import read_jsonl
-from rewardlab.train import reward, sft
+from rewardlab.train import policy, reward, sft
 from tests.tiny_hf import save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,9 @@ def real_config(source: dict, model_path: Path, **overrides) -> dict:
         "model": {"name_or_path": str(model_path), "max_length": 160},
         "sft": {"epochs": 1, "batch_size": 4, "lr": 0.001},
         "reward": {"losses": ["bt"], "epochs": 2, "batch_size": 4, "normalise_samples": 16},
-        "policy": {"algorithms": []},
+        "task": {"max_new_tokens": 8},
+        "policy": {"algorithms": ["ppo"], "steps": 2, "prompts_per_step": 2, "minibatches": 1},
+        "evaluate": {"samples_per_prompt": 1},
     }
     return C.validate(C.deep_update(cfg, overrides))
 
@@ -79,6 +82,46 @@ def test_format_flows_through_preprocess_sft_reward_evaluate(fmt, files, family,
     result, _ = pair_metrics(scorer, tokenizer, read_pairs(read_jsonl(data / "pairs_test.jsonl")), 5, "cpu")
     assert 0.0 <= result["accuracy"] <= 1.0
     assert result["accuracy_gold"] is None and result["spearman_gold"] is None  # no gold reward: missing
+    # RL on the dataset's prompts against that reward model, then the held-out evaluation.
+    algorithm = "ppo" if family in ("gpt2", "llama") else "reinforce"
+    rl_metrics, rl_history, _ = policy.run(cfg, algorithm, "sparse", 0, data, tmp_path / "sft", tmp_path / "rm",
+                                           tmp_path / "policy")
+    assert len(rl_history) == 2 and math.isnan(rl_history[-1]["reward_gold"])
+    assert math.isfinite(rl_metrics["train_reward_proxy"]) and math.isfinite(rl_metrics["train_kl"])
+    evaluated = evaluate_policy(tmp_path / "policy", tmp_path / "sft", tmp_path / "rm", data, cfg)
+    assert math.isfinite(evaluated["reward_proxy"]) and math.isfinite(evaluated["kl"])
+    assert math.isnan(evaluated["reward_gold"]) and math.isnan(evaluated["win_rate_vs_sft"])
+
+
+def evaluate_policy(policy_dir: Path, sft_dir: Path, rm_dir: Path, data: Path, cfg: dict) -> dict:
+    from rewardlab.evaluate import policy as evaluate
+    from rewardlab.models.build import load_policy
+    from rewardlab.tasks.gold import gold_reward
+
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    prompts = tokenizer([r["prompt"] for r in read_jsonl(data / "prompts_test.jsonl")],
+                        add_special_tokens=False)["input_ids"]
+    result, _ = evaluate.evaluate(load_policy(policy_dir).eval(), load_policy(sft_dir).eval(),
+                                  RewardScorer(rm_dir, "cpu"), gold_reward(cfg, tokenizer), prompts, cfg, tokenizer,
+                                  "cpu")
+    return result
+
+
+def test_user_gold_reward_model_scores_policies(tiny_models, tmp_path):
+    """evaluate.gold_model: a separate reward model plays the gold (Gao et al.'s setting)."""
+    hh = {"format": "hh_rlhf", "path": str(FIXTURES / "hh_rlhf.jsonl")}
+    cfg = real_config(hh, tiny_models["gpt2"])
+    data = tmp_path / "data"
+    ingest.run(cfg, data)
+    sft.run(cfg, data, tmp_path / "sft")
+    reward.run(cfg, "bt", 0, data, data / "pool", tmp_path / "sft", tmp_path / "rm")
+    reward.run(cfg, "hinge", 1, data, data / "pool", tmp_path / "sft", tmp_path / "gold")
+    cfg = real_config(hh, tiny_models["gpt2"], evaluate={"gold_model": str(tmp_path / "gold")})
+    _, history, _ = policy.run(cfg, "reinforce", "sparse", 0, data, tmp_path / "sft", tmp_path / "rm",
+                               tmp_path / "policy")
+    assert math.isfinite(history[-1]["reward_gold"])
+    result = evaluate_policy(tmp_path / "policy", tmp_path / "sft", tmp_path / "rm", data, cfg)
+    assert math.isfinite(result["reward_gold"]) and 0.0 <= result["win_rate_vs_sft"] <= 1.0
 
 
 def test_lora_sft_merges_into_a_plain_model(tiny_models, tmp_path):
@@ -116,8 +159,8 @@ def test_inputs_are_checked_before_anything_runs(tiny_models, tmp_path):
         ingest.run(real_config(hh, tiny_models["gpt2"], model={"max_length": 8}), tmp_path / "out")
     with pytest.raises(C.ConfigError, match="reward.losses: plackett_luce needs rankings"):
         real_config(hh, tiny_models["gpt2"], reward={"losses": ["plackett_luce"]})
-    with pytest.raises(C.ConfigError, match="policy.algorithms"):
-        real_config(hh, tiny_models["gpt2"], policy={"algorithms": ["ppo"]})
+    with pytest.raises(C.ConfigError, match="policy.shapings: oracle"):
+        real_config(hh, tiny_models["gpt2"], policy={"shapings": ["oracle"]})
     assert real_config(hh, tiny_models["gpt2"])["model"]["trust_remote_code"] is False
 
 
@@ -137,7 +180,9 @@ def test_real_data_dag_end_to_end(fmt, fixture, family, lora, tiny_models, tmp_p
         "model": {"name_or_path": str(tiny_models[family]), "max_length": 160, "lora": {"r": lora}},
         "sft": {"epochs": 1, "batch_size": 4},
         "reward": {"losses": ["bt", "hinge"], "epochs": 1, "batch_size": 4, "normalise_samples": 16},
-        "policy": {"algorithms": []},
+        "task": {"max_new_tokens": 8},
+        "policy": {"algorithms": ["ppo", "dpo"], "steps": 2, "prompts_per_step": 2, "minibatches": 1},
+        "evaluate": {"samples_per_prompt": 1},
     }
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(experiment))
     proc = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", "real.yaml"], cwd=tmp_path,
@@ -149,6 +194,9 @@ def test_real_data_dag_end_to_end(fmt, fixture, family, lora, tiny_models, tmp_p
         metrics = json.loads((results / f"eval/rm/{run}/metrics.json").read_text())
         assert metrics["accuracy"] is not None and metrics["accuracy_gold"] is None
     assert (results / "eval/summary.md").is_file() and (results / "eval/plots/rm_calibration.png").is_file()
+    for run in ("ppo-sparse-bt-eps0.0-s0", "dpo-offline-bt-eps0.0-s0", "sft-hinge-eps0.0-s0"):
+        metrics = json.loads((results / f"eval/policy/{run}/metrics.json").read_text())
+        assert metrics["reward_proxy"] is not None and metrics["reward_gold"] is None
     prep = json.loads((tmp_path / "data/processed/real/metrics.json").read_text())
     assert prep["ties_dropped"] == 1
     run = json.loads((results / "sft/run.json").read_text())

@@ -162,6 +162,5 @@ def _check_real_data(config: dict[str, Any]) -> None:
                           "preference pairs (use a pairwise loss)")
     if flip_rates(config) != [0.0]:
         raise ConfigError("labels.flip_rate: real data keeps its own labels; set [0.0]")
-    if config["policy"]["algorithms"]:
-        raise ConfigError("policy.algorithms: policy optimisation on real data is not built yet (no gold reward or "
-                          "RL prompts pipeline for it); set [] to train and evaluate reward models")
+    if "oracle" in config["policy"]["shapings"]:
+        raise ConfigError("policy.shapings: oracle needs SentiGram's per-token gold credit, which real data has not")

@@ -42,8 +42,8 @@ STAGE_KEYS = {
              "task", "bon"],
     "label": ["labels.temperature", "labels.margin_scale", "labels.rating_noise", "labels.seed"],
     "reward": ["reward"],
-    "policy": ["policy", "task", "reward.composite"],
-    "evaluate": ["evaluate", "task"],
+    "policy": ["policy", "task", "reward.composite", "data.source", "evaluate.gold_model", "model.trust_remote_code"],
+    "evaluate": ["evaluate", "task", "data.source", "model.trust_remote_code"],
 }
 # Keys a section's slice leaves out: sweeps, and what another stage reads.
 EXCLUDED = {"reward": ("losses", "composite"), "policy": ("algorithms", "shapings")}
@@ -55,7 +55,8 @@ def stage_config(stage):
     for key in COMMON_KEYS + STAGE_KEYS[stage]:
         section, _, sub = key.partition(".")
         if sub:
-            sliced.setdefault(section, {})[sub] = config[section][sub]
+            if sub in config[section]:  # optional keys (data.source, evaluate.gold_model) only when set
+                sliced.setdefault(section, {})[sub] = config[section][sub]
         elif isinstance(config[section], dict):
             sliced[section] = {k: v for k, v in config[section].items() if k not in EXCLUDED.get(section, ())}
         else:

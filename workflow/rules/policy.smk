@@ -48,7 +48,7 @@ rule policy:
 rule offline_policy:
     input:
         sft=model_files(f"{RESULTS}/sft"),
-        pairs=f"{RESULTS}/labels/{{noise}}/pairs_train.jsonl",
+        pairs=lambda w: f"{labels_dir(w.noise)}/pairs_train.jsonl",
     output:
         model_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}", causal=True),
         stage_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}"),
@@ -58,7 +58,7 @@ rule offline_policy:
     params:
         cfg=lambda w: stage_config("policy"),
         sft=f"{RESULTS}/sft",
-        labels=lambda w: f"{RESULTS}/labels/{w.noise}",
+        labels=lambda w: labels_dir(w.noise),
         out=lambda w: f"{RESULTS}/policy/{w.algo}-offline-{w.noise}-s{w.seed}",
     log:
         f"{LOGS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}.log",

@@ -73,7 +73,9 @@ def brier_against(delta: np.ndarray, p_true: np.ndarray) -> float:
 
 def win_rate(gold_policy: Sequence[float], gold_reference: Sequence[float]) -> float:
     """P(R*(y_π) > R*(y_ref)) over paired samples, ties counting ½ (reference §3.7)."""
-    a, b = np.asarray(gold_policy), np.asarray(gold_reference)
+    a, b = np.asarray(gold_policy, dtype=float), np.asarray(gold_reference, dtype=float)
+    if np.isnan(a).any() or np.isnan(b).any():  # no gold reward (real data): missing, not a loss
+        return float("nan")
     return float(np.mean((a > b) + 0.5 * (a == b)))
 
 

@@ -27,12 +27,12 @@ from rewardlab.rl.advantages import masked_mean
 from rewardlab.rl.kl import kl_estimate
 from rewardlab.rl.rollout import logprobs_and_entropy, rows_to_lists, sample
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything, write_jsonl
-from rewardlab.tasks.gold import SentiGramGold
+from rewardlab.tasks.gold import GoldReward, gold_reward
 from rewardlab.train.common import make_accelerator, parse_config, stage_parser
 
 
 @torch.no_grad()
-def evaluate(policy, reference, reward_model: RewardScorer, gold: SentiGramGold, prompts: list[list[int]], cfg: dict,
+def evaluate(policy, reference, reward_model: RewardScorer, gold: GoldReward, prompts: list[list[int]], cfg: dict,
              tokenizer, device: torch.device, batch_size: int = 256) -> tuple[dict, list[dict]]:
     ecfg, task = cfg["evaluate"], cfg["task"]
     rows = [p for p in prompts for _ in range(ecfg["samples_per_prompt"])]
@@ -103,10 +103,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(args.sft)
-    policy = load_policy(args.policy).to(device).eval()
-    reference = load_policy(args.sft).to(device).eval()
+    policy = load_policy(args.policy, config.get("model", {}).get("trust_remote_code", False)).to(device).eval()
+    reference = load_policy(args.sft, config.get("model", {}).get("trust_remote_code", False)).to(device).eval()
     reward_model = RewardScorer(args.rm, device)
-    gold = SentiGramGold(tokenizer, config["task"])
+    gold = gold_reward(config, tokenizer, device)
     prompts = tokenizer([r["prompt"] for r in read_jsonl(Path(args.data) / "prompts_test.jsonl")],
                         add_special_tokens=False)["input_ids"]
     result, samples = evaluate(policy, reference, reward_model, gold, prompts, config, tokenizer, device)

@@ -40,7 +40,7 @@ from rewardlab.rl.kl import kl_estimate
 from rewardlab.rl.objectives import AdaptiveKLController, clipped_value_loss
 from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, rows_to_lists, sample
 from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
-from rewardlab.tasks.gold import SentiGramGold
+from rewardlab.tasks.gold import GoldReward, gold_reward
 from rewardlab.train.checkpoint import (
     Checkpointer,
     clear_checkpoint,
@@ -85,7 +85,7 @@ class TaskReward:
     """The sequence score and its per-token shaping for one rollout batch."""
 
     def __init__(self, config: Mapping[str, Any], pcfg: Mapping[str, Any], shaping_name: str, rm_dir: Path,
-                 gold: SentiGramGold, device: torch.device, dpo_dir: Path | None = None,
+                 gold: GoldReward, device: torch.device, dpo_dir: Path | None = None,
                  reference: torch.nn.Module | None = None):
         self.pcfg, self.shaping, self.gold, self.device = pcfg, shaping_name, gold, device
         self.composite = config["reward"]["composite"]
@@ -173,7 +173,7 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
     device = accelerator.device
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    gold = SentiGramGold(tokenizer, task_cfg)
+    gold = gold_reward(config, tokenizer, device)
     prompts = tokenizer([r["prompt"] for r in read_jsonl(data_dir / "prompts_train.jsonl")],
                         add_special_tokens=False)["input_ids"]
 
@@ -327,7 +327,11 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
     save_model_folder(accelerator, policy, tokenizer, out)
     tail = history[-max(1, len(history) // 10) :]
     keys = [k for k in history[-1] if k not in ("step", "samples")]
-    metrics = {f"train_{k}": float(np.nanmean([h.get(k, np.nan) for h in tail])) for k in keys}
+    def tail_mean(key: str) -> float:  # NaN when every value is missing (no gold reward on real data)
+        values = [v for h in tail if not np.isnan(v := h.get(key, np.nan))]
+        return float(np.mean(values)) if values else float("nan")
+
+    metrics = {f"train_{k}": tail_mean(k) for k in keys}
     metrics.update(steps=pcfg["steps"], samples=samples_seen)
     return metrics, history, str(device)
 
