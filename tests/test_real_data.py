@@ -164,10 +164,18 @@ def test_inputs_are_checked_before_anything_runs(tiny_models, tmp_path):
     assert real_config(hh, tiny_models["gpt2"])["model"]["trust_remote_code"] is False
 
 
+DAG_CASES = [  # (family, format, fixture, LoRA rank, algorithms): each family once through Snakemake
+    ("gpt2", "hh_rlhf", "hh_rlhf.jsonl", 0, ["ppo"]),
+    ("gpt_neox", "tldr_comparisons", "tldr_comparisons.json", 0, ["reinforce"]),
+    ("llama", "trl", "trl_conversational_implicit.jsonl", 0, ["rloo"]),
+    ("qwen2", "ultrafeedback_binarized", "ultrafeedback_binarized.jsonl", 4, ["ppo", "dpo"]),
+]
+
+
 @pytest.mark.workflow
-def test_real_data_dag_end_to_end(tiny_models, tmp_path):
-    """One real-data experiment through Snakemake (the other formats and families run in-process above)."""
-    fmt, fixture, family, lora = "ultrafeedback_binarized", "ultrafeedback_binarized.jsonl", "qwen2", 4
+@pytest.mark.parametrize(("family", "fmt", "fixture", "lora", "algorithms"), DAG_CASES, ids=[c[0] for c in DAG_CASES])
+def test_real_data_dag_end_to_end(family, fmt, fixture, lora, algorithms, tiny_models, tmp_path):
+    """A tiny model of each family, saved to a folder, through the whole DAG from that path."""
     for name in ("Snakefile", "workflow", "config"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
@@ -177,9 +185,9 @@ def test_real_data_dag_end_to_end(tiny_models, tmp_path):
         "data": {"name": "real", "source": {"format": fmt, "path": str(FIXTURES / fixture), "test_fraction": 0.3}},
         "model": {"name_or_path": str(tiny_models[family]), "max_length": 160, "lora": {"r": lora}},
         "sft": {"epochs": 1, "batch_size": 4},
-        "reward": {"losses": ["bt", "hinge"], "epochs": 1, "batch_size": 4, "normalise_samples": 16},
+        "reward": {"losses": ["bt"], "epochs": 1, "batch_size": 4, "normalise_samples": 16},
         "task": {"max_new_tokens": 8},
-        "policy": {"algorithms": ["ppo", "dpo"], "steps": 2, "prompts_per_step": 2, "minibatches": 1},
+        "policy": {"algorithms": algorithms, "steps": 2, "prompts_per_step": 2, "minibatches": 1, "group_size": 2},
         "evaluate": {"samples_per_prompt": 1},
     }
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(experiment))
@@ -188,14 +196,15 @@ def test_real_data_dag_end_to_end(tiny_models, tmp_path):
     logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("results/real/logs/**/*.log"))
     assert proc.returncode == 0, proc.stderr[-4000:] + logs
     results = tmp_path / "results/real"
-    for run in ("bt-eps0.0-s0", "hinge-eps0.0-s0"):
-        metrics = json.loads((results / f"eval/rm/{run}/metrics.json").read_text())
-        assert metrics["accuracy"] is not None and metrics["accuracy_gold"] is None
+    metrics = json.loads((results / "eval/rm/bt-eps0.0-s0/metrics.json").read_text())
+    assert metrics["accuracy"] is not None and metrics["accuracy_gold"] is None
     assert (results / "eval/summary.md").is_file() and (results / "eval/plots/rm_calibration.png").is_file()
-    for run in ("ppo-sparse-bt-eps0.0-s0", "dpo-offline-bt-eps0.0-s0", "sft-hinge-eps0.0-s0"):
+    runs = [f"{a}-offline-bt-eps0.0-s0" if a == "dpo" else f"{a}-sparse-bt-eps0.0-s0" for a in algorithms]
+    for run in ["sft-bt-eps0.0-s0", *runs]:
         metrics = json.loads((results / f"eval/policy/{run}/metrics.json").read_text())
         assert metrics["reward_proxy"] is not None and metrics["reward_gold"] is None
     prep = json.loads((tmp_path / "data/processed/real/metrics.json").read_text())
-    assert prep["ties_dropped"] == 1 and prep["chat_template"] == 1.0
+    assert prep["chat_template"] == float(family in ("llama", "qwen2"))
     run = json.loads((results / "sft/run.json").read_text())
     assert run["config"]["model"]["name_or_path"] == str(tiny_models[family])
+    assert json.loads((results / "sft/config.json").read_text())["model_type"] == family
