@@ -208,3 +208,24 @@ def test_real_data_dag_end_to_end(family, fmt, fixture, lora, algorithms, tiny_m
     run = json.loads((results / "sft/run.json").read_text())
     assert run["config"]["model"]["name_or_path"] == str(tiny_models[family])
     assert json.loads((results / "sft/config.json").read_text())["model_type"] == family
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_outputs_read_the_last_hidden_states_of_each_family(family, tiny_models):
+    """The per-position head (reward at the last token, values for PPO) equals the backbone's last hidden state
+    through the score head, computed independently, for every family; padding on the right as in training."""
+    import torch
+
+    from rewardlab.models.build import head_outputs, position_ids_from_mask, reward_model_from_backbone
+
+    model = reward_model_from_backbone(tiny_models[family], seed=0).eval()
+    model.config.pad_token_id = 0
+    ids = torch.randint(5, 100, (3, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        hidden, outputs = head_outputs(model, ids, mask)
+        reference = model.base_model(input_ids=ids, attention_mask=mask,
+                                     position_ids=position_ids_from_mask(mask)).last_hidden_state
+    assert torch.allclose(hidden, reference, atol=1e-6)
+    assert torch.allclose(outputs, model.score(reference), atol=1e-6) and outputs.shape == (3, 9, 1)

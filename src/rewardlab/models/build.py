@@ -91,14 +91,26 @@ def head_outputs(model: torch.nn.Module, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(hidden states (B, T, H), raw head outputs (B, T, D)) from one forward pass.
 
-    The pass goes through the model's own ``forward`` (asking for hidden states), so a model wrapped for
-    several processes (DDP) synchronises its gradients; the head is then applied at every position.
+    The pass goes through the model's own ``forward``, so a model wrapped for several processes (DDP)
+    synchronises its gradients. Hugging Face sequence-classification models apply their ``score`` head at
+    every position before pooling; a forward hook on the head takes its input (the last hidden states) and its
+    output (B, T, D) from that pass — without asking for every layer's hidden states, which would hold
+    L × B × T × H activations at once.
     """
     head = score_head(getattr(model, "module", model))
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), output_hidden_states=True)
-    hidden = out.hidden_states[-1]
-    return hidden, head(hidden.to(head.weight.dtype))
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        captured["hidden"], captured["outputs"] = inputs[0], output
+
+    handle = head.register_forward_hook(keep)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
+    finally:
+        handle.remove()
+    if captured["outputs"].dim() != 3:
+        raise TypeError(f"{type(head).__name__} head was not applied per position; cannot read token values")
+    return captured["hidden"], captured["outputs"]
 
 
 def combine_heads(model: torch.nn.Module, outputs: torch.Tensor) -> torch.Tensor:
