@@ -4,8 +4,8 @@ A checkpoint lives in ``<out>/.checkpoint/`` — beside the stage's outputs, nev
 does not delete it when a killed job is rerun with ``--rerun-incomplete``. It holds, per step:
 
 - each model's weights as safetensors (``<name>.safetensors``; tied weights handled by ``save_model``),
-- ``state.pt``: optimiser and scheduler states, the RNG states (Python, NumPy, torch CPU/CUDA, and any
-  ``torch.Generator`` that orders the data), and the loop's own position and history — plain tensors,
+- ``state.pt``: optimiser and scheduler states, the global RNG states (Python, NumPy, torch CPU/CUDA; data
+  order needs none: it is derived from (seed, epoch)), and the loop's own position and history — plain tensors,
   numbers, strings, lists and dicts only, read back with ``torch.load(weights_only=True)``,
 - ``fingerprint.json``: a hash of the stage's config and arguments. A checkpoint made with other settings
   is never resumed from (it is discarded with a message), so a resumed run is the run that was asked for.
@@ -36,21 +36,19 @@ from rewardlab.runinfo import atomic_write_text
 CHECKPOINT_DIR = ".checkpoint"
 
 
-def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """Every random state a training loop draws from, as weights-only-loadable values."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state = {
+def rng_state() -> dict[str, Any]:
+    """Every global random state a training loop draws from, as weights-only-loadable values."""
+    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
         "python": _to_lists(random.getstate()),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
                   "cached": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
     }
-    return state
 
 
-def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None) -> None:
+def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(_to_tuples(state["python"]))
     numpy = state["numpy"]
     np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
@@ -58,8 +56,6 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Gener
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    for name, generator in (generators or {}).items():
-        generator.set_state(state["generators"][name])
 
 
 def python_rng_state(rng: random.Random) -> list:
