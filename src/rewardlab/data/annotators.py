@@ -6,6 +6,8 @@ SFT samples (K per prompt) and the gold reward R*:
 * pairs: a Bradley–Terry annotator, p* = σ((R*(a) − R*(b))/τ), then a flip with probability ε, and a
   Llama-2 preference-strength bin from the quartiles of |ΔR*| (margins small 0, 1/3, 2/3, 1 or large 0–3);
 * rankings: Plackett–Luce by the Gumbel trick, ordering by R*(y_k)/τ + G_k, G_k ∼ Gumbel(0, 1);
+* τ = 0 is the noise-free limit: p* = 1, 0 or ½ by the sign of ΔR*, rankings sort by R* (Gumbel noise
+  only breaks gold ties), so with ε = 0 every label follows the gold order;
 * ratings: HelpSteer-style Likert scores per attribute,
   L_j = clip(round(a_j + b_j·R*_j + N(0, σ²)), 0, 4), with a_j, b_j fitted so the pool spans 0–4.
 
@@ -45,10 +47,17 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
+def preference_probability(gold_a: float, gold_b: float, temperature: float) -> float:
+    """p* = σ((R*(a) − R*(b))/τ); at τ = 0 its limit, 1, 0 or ½ (a gold tie)."""
+    if temperature == 0:
+        return 0.5 if gold_a == gold_b else float(gold_a > gold_b)
+    return sigmoid((gold_a - gold_b) / temperature)
+
+
 def bt_label(gold_a: float, gold_b: float, temperature: float, flip_rate: float,
              rng: random.Random) -> tuple[bool, float]:
     """(a preferred?, p*) from a Bradley–Terry annotator with temperature τ and flip rate ε."""
-    p_star = sigmoid((gold_a - gold_b) / temperature)
+    p_star = preference_probability(gold_a, gold_b, temperature)
     prefers_a = rng.random() < p_star
     if rng.random() < flip_rate:
         prefers_a = not prefers_a
@@ -88,7 +97,7 @@ def label_pairs(pool: Sequence[PoolItem], temperature: float, flip_rate: float, 
         (chosen, gc), (rejected, gr) = ((a, gold_a), (b, gold_b)) if prefers_a else ((b, gold_b), (a, gold_a))
         bin_name = strength(abs(gc - gr), edges)
         pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "score_chosen": gc,
-                      "score_rejected": gr, "p_star": sigmoid((gc - gr) / temperature), "strength": bin_name,
+                      "score_rejected": gr, "p_star": preference_probability(gc, gr, temperature), "strength": bin_name,
                       "margin": MARGINS[margin_scale][STRENGTHS.index(bin_name)]})
     return pairs, list(edges)
 
@@ -98,13 +107,18 @@ def gumbel(rng: random.Random) -> float:
 
 
 def label_rankings(pool: Sequence[PoolItem], temperature: float, rng: random.Random) -> list[dict]:
-    """A Plackett–Luce ranking of each prompt's K responses: argsort of R*/τ + Gumbel noise, best first."""
+    """A Plackett–Luce ranking of each prompt's K responses: argsort of R*/τ + Gumbel noise, best first.
+
+    At τ = 0 the order is R* itself; the Gumbel draws only break gold ties.
+    """
     rankings = []
     for item in pool:
         if len(set(item.responses)) < 2:
             continue
-        keys = [g / temperature + gumbel(rng) for g in item.gold]
-        order = sorted(range(len(keys)), key=lambda k: -keys[k])
+        noise = [gumbel(rng) for _ in item.gold]
+        keys = list(zip(item.gold, noise)) if temperature == 0 else [g / temperature + n for g, n in
+                                                                     zip(item.gold, noise)]
+        order = sorted(range(len(keys)), key=lambda k: keys[k], reverse=True)
         rankings.append({"prompt": item.prompt, "responses": item.responses, "order": order, "gold": item.gold})
     return rankings
 
