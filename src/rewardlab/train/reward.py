@@ -104,8 +104,12 @@ class LabelSet:
             self.sequences = encode(tokenizer, prompts, [r["response"] for r in rows])
             self.attributes = torch.tensor([[float(r[a]) for a in ATTRIBUTES] for r in rows])
             weights = torch.tensor(combination["weights"]) if combination else None
-            # The scalar target: the same fixed combination of ratings that estimates R*.
-            self.scalar = (self.attributes @ weights + combination["offset"]) if combination else None
+            # The scalar target: the same fixed combination of ratings that estimates R*, standardised over the
+            # training ratings. R* sits far from 0 (about −20 on a young SFT policy's samples): regressing it raw,
+            # the first hundreds of steps only move the output's offset (seen in bf16 on a GPU: no progress in a
+            # short run). An affine change of target leaves the learned order unchanged.
+            scalar = (self.attributes @ weights + combination["offset"]) if combination else None
+            self.scalar = None if scalar is None else (scalar - scalar.mean()) / scalar.std().clamp_min(1e-8)
             self.size = len(rows)
         for p in set(prompts):
             prompt_lengths[p] = len(tokenizer(p, add_special_tokens=False)["input_ids"])
