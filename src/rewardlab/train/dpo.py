@@ -65,7 +65,8 @@ def run(config: dict, algo: str, seed: int, labels_dir: Path, sft_dir: Path, out
     prompt_len = [len(x) for x in enc(prompts)]
     policy = load_policy(sft_dir)
     reference = load_policy(sft_dir).to(device).eval()
-    with torch.no_grad():
+    # Under the policy's autocast (bf16 on a GPU), so that π = π_ref gives log-ratios of 0, not rounding noise.
+    with torch.no_grad(), accelerator.autocast():
         ref_c, ref_r = [], []
         for i in range(0, len(pairs), 256):
             sl = slice(i, i + 256)

@@ -216,7 +216,8 @@ def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Pa
     def score_rollout(rollout: Rollout, batch_prompts: list[list[int]]):
         """Log-probs, KL and shaped rewards of a rollout at the current policy (no grad)."""
         logp, entropy = logprobs_and_entropy(policy, rollout, temperature)
-        ref_logp, _ = logprobs_and_entropy(reference, rollout, temperature)
+        with accelerator.autocast():  # the same precision as the policy (bf16 on a GPU): KL = 0 at π = π_ref
+            ref_logp, _ = logprobs_and_entropy(reference, rollout, temperature)
         mask = rollout.response_mask.float()
         kl = kl_estimate(logp, ref_logp, estimator) * mask
         scored = task_reward(rollout, batch_prompts, ref_logp)
