@@ -50,7 +50,8 @@ def test_quick_dag_writes_every_contracted_output(quick_run):
         for name in ("metrics.json", "history.csv", "run.json", "model.safetensors", "config.json"):
             assert (folder / name).is_file(), f"{folder}/{name}"
         run = json.loads((folder / "run.json").read_text())
-        assert {"config", "seed", "versions", "git_revision", "wall_time_s", "device"} <= set(run)
+        assert {"config", "seed", "versions", "git_revision", "wall_time_s", "device", "peak_rss_mb",
+                "peak_gpu_memory_mb"} <= set(run)
         metrics = json.loads((folder / "metrics.json").read_text())
         assert all(isinstance(v, (int, float)) for v in metrics.values())
     assert RM_METRICS <= set(json.loads((results / "eval/rm/bt-eps0.0-s0/metrics.json").read_text()))

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 PACKAGES = ("rewardlab", "torch", "transformers", "accelerate", "datasets", "tokenizers", "numpy", "pandas",
@@ -87,6 +86,8 @@ def write_metrics(out_dir: str | Path, metrics: Mapping[str, float]) -> None:
 
 def write_history(out_dir: str | Path, rows: list[Mapping[str, float]]) -> None:
     """``history.csv``: one row per logged step, columns named like the metrics."""
+    import pandas as pd  # here, not at the top: every stage imports this module, and pandas costs ~0.5 s a process
+
     frame = pd.DataFrame(rows)
     atomic_write_text(Path(out_dir) / "history.csv", frame.to_csv(index=False, float_format="%.6g"))
 
@@ -113,9 +114,26 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
+def _peak_memory() -> dict[str, float | None]:
+    """Peak resident memory of this process and peak GPU memory allocated by PyTorch (MiB; None without CUDA)."""
+    rss = None
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    except (ImportError, OSError):
+        pass
+    gpu = None
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        gpu = torch.cuda.max_memory_allocated() / 2**20
+    return {"peak_rss_mb": None if rss is None else round(rss, 1), "peak_gpu_memory_mb": None if gpu is None
+            else round(gpu, 1)}
+
+
 def write_run_info(out_dir: str | Path, stage: str, config: Mapping[str, Any], seed: int | None,
                    started: float, device: str, extra: Mapping[str, Any] | None = None) -> None:
-    """``run.json``: resolved config, seed, versions, git revision, device and wall time."""
+    """``run.json``: resolved config, seed, versions, git revision, device, wall time and peak memory."""
     revision, dirty = _git_revision()
     info = {
         "stage": stage,
@@ -131,6 +149,7 @@ def write_run_info(out_dir: str | Path, stage: str, config: Mapping[str, Any], s
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "wall_time_s": round(time.time() - started, 3),
+        **_peak_memory(),
         "argv": sys.argv,
     }
     if extra:
