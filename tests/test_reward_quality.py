@@ -1,7 +1,8 @@
-"""With noise-free labels, the Bradley–Terry reward model learns the gold order.
+"""With noise-free labels, the Bradley–Terry reward model learns the gold order on the quick config.
 
-The quick config with the default corpus size and 1024 labelled prompts; measured 0.931 here. The issue
-asked for ≥ 0.95; this floor (0.90) guards what the tiny model reaches now (see the issue's closing note).
+The issue's specification: noise-free labels (annotator temperature τ = 0, flip rate ε = 0), the quick
+experiment as it is, BT loss: `accuracy_gold` ≥ 0.95 on the held-out pairs. Measured 0.954 / 0.951 / 0.954
+(seeds 0, 1, 2) at τ = 0.01 with lr 1e-3 and 0.958 / 0.953 / 0.955 with the quick config's lr 2e-3.
 """
 
 from __future__ import annotations
@@ -31,21 +32,19 @@ def test_bt_on_noise_free_labels_learns_the_gold_order(tmp_path):
     base = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     quick = yaml.safe_load((ROOT / "config/experiments/quick.yaml").read_text())
     cfg = C.deep_update(copy.deepcopy(base), quick)
-    cfg["progress"] = False
-    cfg["device"] = "cpu"
-    cfg["labels"]["temperature"] = 0.01  # τ → 0 and ε = 0: the annotator follows the gold order
-    cfg["data"].update(num_sft_train=20000, num_prompts_train=1024)
-    cfg["labels"]["num_prompts"] = 1024
-    cfg["reward"]["epochs"] = 2
+    cfg.update(progress=False, device="cpu")
+    cfg["labels"]["temperature"] = 0.0  # noise-free: every label follows the gold order
     cfg = C.validate(cfg)
     data = tmp_path / "data"
     preprocess.run(cfg, data)
     sft.run(cfg, data, tmp_path / "sft", threads=2)
     pool.run(cfg, data, tmp_path / "sft", tmp_path / "pool", threads=2)
-    label.run(cfg, 0.0, tmp_path / "pool", tmp_path / "labels")
+    label_metrics = label.run(cfg, 0.0, tmp_path / "pool", tmp_path / "labels")
+    assert label_metrics["train_label_agreement_gold"] == 1.0
     reward.run(cfg, "bt", 0, tmp_path / "labels", tmp_path / "pool", tmp_path / "sft", tmp_path / "rm", threads=2)
     pairs = read_pairs(read_jsonl(tmp_path / "labels/pairs_test.jsonl"))
+    assert len(pairs) >= 1000
     metrics, _ = pair_metrics(RewardScorer(tmp_path / "rm"), AutoTokenizer.from_pretrained(tmp_path / "rm"), pairs,
                               10, torch.device("cpu"))
-    assert metrics["accuracy_gold"] >= 0.90, metrics
-    assert metrics["spearman_gold"] >= 0.85, metrics
+    assert metrics["accuracy_gold"] >= 0.95, metrics
+    assert metrics["spearman_gold"] >= 0.95, metrics
