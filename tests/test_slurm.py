@@ -56,8 +56,9 @@ def test_quick_experiment_through_slurm(slurm, tmp_path):
     def run_info(folder: str) -> dict:
         return json.loads((results / folder / "run.json").read_text())
 
-    gpu_runs = ["sft", "rm/bt-eps0.0-s0", "policy/ppo-sparse-bt-eps0.0-s0", "policy/reinforce-sparse-bt-eps0.0-s0"]
-    cpu_runs = ["pool", "labels/eps0.0", "eval/rm/bt-eps0.0-s0", "eval/policy/ppo-sparse-bt-eps0.0-s0"]
+    gpu_runs = ["sft", "rm/bt-eps0.0-s0", "eval/rm/bt-eps0.0-s0",  # the reward job evaluates its model too
+                "policy/ppo-sparse-bt-eps0.0-s0", "policy/reinforce-sparse-bt-eps0.0-s0"]
+    cpu_runs = ["pool", "labels/eps0.0", "eval/policy/ppo-sparse-bt-eps0.0-s0"]
     for folder in gpu_runs + cpu_runs:
         info = run_info(folder)
         assert info["slurm_job_id"], f"{folder} did not run as a SLURM job"

@@ -87,8 +87,8 @@ def test_report_renders(quick_run):
 STUDY = {
     "name": "study",
     "seeds": [0, 1],
-    "labels": {"flip_rate": [0.0, 0.25]},
-    "reward": {"losses": ["bt_margin"], "ensemble": {"members": 2, "aggregate": "uwo"}},
+    "labels": {"flip_rate": [0.0, 0.25], "num_prompts": 512},  # fewer labels than quick's: a sweep, not a result
+    "reward": {"losses": ["bt_margin"], "epochs": 1, "ensemble": {"members": 2, "aggregate": "uwo"}},
     "policy": {"algorithms": []},
     "resources": {"reward": {"threads": 1}},
 }

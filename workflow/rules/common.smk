@@ -41,7 +41,7 @@ STAGE_KEYS = {
     "pool": ["labels.num_prompts", "labels.samples_per_prompt", "labels.sampling_temperature", "labels.seed",
              "task", "bon"],
     "label": ["labels.temperature", "labels.margin_scale", "labels.rating_noise", "labels.seed"],
-    "reward": ["reward"],
+    "reward": ["reward", "evaluate.seed", "evaluate.calibration_bins"],  # it evaluates its model too
     "policy": ["policy", "task", "reward.composite", "data.source", "evaluate.gold_model", "model.trust_remote_code"],
     "evaluate": ["evaluate", "task", "data.source", "model.trust_remote_code"],
 }

@@ -1,30 +1,3 @@
-rule evaluate_rm:
-    input:
-        rm=model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
-        labels=lambda w: f"{labels_dir(w.noise)}/pairs_test.jsonl",
-        pool=[] if REAL else [f"{RESULTS}/pool/bench.jsonl", f"{RESULTS}/pool/bon.jsonl"],
-    output:
-        metrics=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/metrics.json",
-        calibration=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/calibration.csv",
-        bon=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/bon.csv",
-    params:
-        cfg=lambda w: stage_config("evaluate"),
-        rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
-        labels=lambda w: labels_dir(w.noise),
-        pool=POOL,
-        out=lambda w: f"{RESULTS}/eval/rm/{w.loss}-{w.noise}-s{w.seed}",
-    log:
-        f"{LOGS}/eval/rm-{{loss}}-{{noise}}-s{{seed}}.log",
-    threads: res("evaluate", "threads")
-    resources:
-        mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
-        gpu=res("evaluate", "gpu"),
-    shell:
-        "{PYTHON} -m rewardlab.evaluate.reward_model --config {params.cfg:q} --rm {params.rm:q}"
-        " --labels {params.labels:q} --pool {params.pool:q} --out {params.out:q} --threads {threads} 2> {log:q}"
-
-
 def policy_folder(wildcards):
     """Where the evaluated policy lives: SFT, an offline policy (one per label set) or an online one."""
     if wildcards.policy == "sft":

@@ -1,19 +1,29 @@
+# Trains one reward model and, in the same process, evaluates it into eval/rm/<run>/ (held-out pairs,
+# ToyRewardBench, best-of-n): on the tiny models, starting Python with torch and transformers costs more than
+# the evaluation, and a loss study has a hundred of these. `python -m rewardlab.evaluate.reward_model`
+# re-evaluates a saved model on its own.
 rule reward:
     input:
         sft=model_files(f"{RESULTS}/sft"),
         labels=label_file,
         scales=label_scales,
         pool=f"{POOL}/train.jsonl",
+        test=lambda w: f"{labels_dir(w.noise)}/pairs_test.jsonl",
+        bench=[] if REAL else [f"{RESULTS}/pool/bench.jsonl", f"{RESULTS}/pool/bon.jsonl"],
     output:
         model_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
         stage_files(f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}"),
         history=f"{RESULTS}/rm/{{loss}}-{{noise}}-s{{seed}}/history.csv",
+        eval_metrics=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/metrics.json",
+        calibration=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/calibration.csv",
+        bon=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/bon.csv",
     params:
         cfg=lambda w: stage_config("reward"),
         sft=f"{RESULTS}/sft",
         labels=lambda w: labels_dir(w.noise),
         pool=POOL,
         out=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
+        eval_out=lambda w: f"{RESULTS}/eval/rm/{w.loss}-{w.noise}-s{w.seed}",
     log:
         f"{LOGS}/reward/{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("reward", "threads")
@@ -24,5 +34,5 @@ rule reward:
     shell:
         "{LAUNCH[reward]} rewardlab.train.reward --config {params.cfg:q} --loss {wildcards.loss:q}"
         " --seed {wildcards.seed} --labels {params.labels:q} --pool {params.pool:q} --sft {params.sft:q}"
-        " --out {params.out:q} --threads {threads}"
+        " --out {params.out:q} --eval-out {params.eval_out:q} --threads {threads}"
         " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"

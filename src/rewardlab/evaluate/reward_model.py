@@ -9,7 +9,9 @@ On the held-out pairs (labels/<noise>/pairs_test.jsonl: SFT samples on held-out 
 On ToyRewardBench (pool/bench.jsonl): bench_<section> accuracies and bench_score (their mean).
 On the best-of-n pool (pool/bon.jsonl): spearman_gold_ood (over the best-of-N picks, out of distribution),
 bon_gold_max, bon_alpha, bon_beta, bon_r2 (Gao fit of gold − gold(n=1) against √KL_bon).
-Writes metrics.json, calibration.csv, bon.csv, run.json.
+Writes metrics.json, calibration.csv, bon.csv, run.json. The reward stage calls ``evaluate`` on the model it
+has just trained (one process, not two: on the tiny models, starting Python with torch and transformers costs
+more than the evaluation); ``python -m rewardlab.evaluate.reward_model`` re-evaluates a saved model.
 """
 
 from __future__ import annotations
@@ -118,6 +120,29 @@ def bon_metrics(scorer, tokenizer, pool: list[dict], device) -> tuple[dict, list
     return result, rows
 
 
+def evaluate(config: dict, rm_dir: Path, labels_dir: Path, pool_dir: Path, out: Path, device: torch.device,
+             started: float) -> dict:
+    """Evaluate the reward model in ``rm_dir`` and write ``out``/{metrics.json, calibration.csv, bon.csv, run.json}."""
+    seed_everything(config["evaluate"]["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(rm_dir)
+    scorer = RewardScorer(rm_dir, device)
+    pairs = read_pairs(read_jsonl(labels_dir / "pairs_test.jsonl"), "pairs_test.jsonl")
+    result, calibration = pair_metrics(scorer, tokenizer, pairs, config["evaluate"]["calibration_bins"], device)
+    bon_rows: list[dict] = []
+    if (pool_dir / "bench.jsonl").is_file():  # SentiGram only: ToyRewardBench and the best-of-n pool
+        result.update(bench_metrics(scorer, tokenizer, read_jsonl(pool_dir / "bench.jsonl"), device))
+        bon_result, bon_rows = bon_metrics(scorer, tokenizer, read_jsonl(pool_dir / "bon.jsonl"), device)
+        result.update(bon_result)
+    atomic_write_text(out / "calibration.csv", pd.DataFrame(calibration).to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(out / "bon.csv", pd.DataFrame(bon_rows, columns=list(bon_rows[0]) if bon_rows else
+                                                     ["n", "sqrt_kl", "gold", "proxy"]).to_csv(index=False,
+                                                                                                 float_format="%.6g"))
+    finish_stage(out, "evaluate_rm", config, None, started, str(device), result,
+                 extra={"rm": str(rm_dir), "members": scorer.members})
+    return result
+
+
 def main() -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--rm", required=True)
@@ -126,26 +151,8 @@ def main() -> None:
     args = parser.parse_args()
     config = parse_config(args.config)
     started = time.time()
-    seed_everything(config["evaluate"]["seed"])
     accelerator = make_accelerator(config, args.threads)
-    device = accelerator.device
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(args.rm)
-    scorer = RewardScorer(args.rm, device)
-    pairs = read_pairs(read_jsonl(Path(args.labels) / "pairs_test.jsonl"), "pairs_test.jsonl")
-    result, calibration = pair_metrics(scorer, tokenizer, pairs, config["evaluate"]["calibration_bins"], device)
-    bon_rows: list[dict] = []
-    if (Path(args.pool) / "bench.jsonl").is_file():  # SentiGram only: ToyRewardBench and the best-of-n pool
-        result.update(bench_metrics(scorer, tokenizer, read_jsonl(Path(args.pool) / "bench.jsonl"), device))
-        bon_result, bon_rows = bon_metrics(scorer, tokenizer, read_jsonl(Path(args.pool) / "bon.jsonl"), device)
-        result.update(bon_result)
-    atomic_write_text(out / "calibration.csv", pd.DataFrame(calibration).to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(out / "bon.csv", pd.DataFrame(bon_rows, columns=list(bon_rows[0]) if bon_rows else
-                                                     ["n", "sqrt_kl", "gold", "proxy"]).to_csv(index=False,
-                                                                                                 float_format="%.6g"))
-    finish_stage(out, "evaluate_rm", config, None, started, str(device), result,
-                 extra={"rm": args.rm, "members": scorer.members})
+    evaluate(config, Path(args.rm), Path(args.labels), Path(args.pool), Path(args.out), accelerator.device, started)
 
 
 if __name__ == "__main__":

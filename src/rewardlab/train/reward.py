@@ -284,6 +284,8 @@ def main() -> None:
     parser.add_argument("--labels", required=True, help="labels/<noise>/ folder")
     parser.add_argument("--pool", required=True, help="pool/ folder (SFT samples for normalisation)")
     parser.add_argument("--sft", required=True)
+    parser.add_argument("--eval-out", help="Also evaluate the trained model here (eval/rm/<run>/): held-out pairs "
+                        "from --labels, ToyRewardBench and best-of-n from --pool")
     args = parser.parse_args()
     config = parse_config(args.config)
     started = time.time()
@@ -293,6 +295,11 @@ def main() -> None:
     if is_main_process():
         finish_stage(out, "reward", config, args.seed, started, device, metrics, history, extra={"loss": args.loss})
         clear_checkpoint(out)
+        if args.eval_out:
+            from rewardlab.evaluate.reward_model import evaluate
+
+            evaluate(config, out, Path(args.labels), Path(args.pool), Path(args.eval_out), torch.device(device),
+                     time.time())
 
 
 if __name__ == "__main__":
