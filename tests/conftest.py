@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,15 @@ import pytest
 from rewardlab import config as C
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite runs on the CPU. On a GPU machine, REWARDLAB_TEST_DEVICE=cuda REWARDLAB_TEST_PRECISION=bf16 runs the
+# in-process stages (and the real-model DAGs) there, so the CUDA and bf16 paths go through the same checks.
+TEST_DEVICE = os.environ.get("REWARDLAB_TEST_DEVICE", "cpu")
+TEST_PRECISION = os.environ.get("REWARDLAB_TEST_PRECISION", "fp32")
 
 TINY = {
     "name": "tiny",
-    "device": "cpu",
+    "device": TEST_DEVICE,
+    "precision": TEST_PRECISION,
     "progress": False,
     "data": {"name": "tiny", "num_sft_train": 400, "num_sft_valid": 50, "num_prompts_train": 48,
              "num_prompts_test": 16},

@@ -22,11 +22,12 @@ from rewardlab.evaluate.reward_model import pair_metrics
 from rewardlab.models.reward import RewardScorer
 from rewardlab.runinfo import read_jsonl
 from rewardlab.train import policy, reward, sft
+from tests.conftest import TEST_DEVICE, TEST_PRECISION
 from tests.tiny_hf import save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests/fixtures/datasets"
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 FAMILIES = ["gpt2", "gpt_neox", "llama", "qwen2"]
 
 
@@ -39,7 +40,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 def real_config(source: dict, model_path: Path, **overrides) -> dict:
     cfg = {
-        "name": "real", "device": "cpu", "progress": False,
+        "name": "real", "device": TEST_DEVICE, "precision": TEST_PRECISION, "progress": False,
         "data": {"name": "real", "source": {"test_fraction": 0.3, **source}},
         "model": {"name_or_path": str(model_path), "max_length": 160},
         "sft": {"epochs": 1, "batch_size": 4, "lr": 0.001},
@@ -181,7 +182,7 @@ def test_real_data_dag_end_to_end(family, fmt, fixture, lora, algorithms, tiny_m
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     (tmp_path / "profiles").symlink_to("workflow/profiles")
     experiment = {
-        "name": "real", "progress": False,
+        "name": "real", "device": TEST_DEVICE, "precision": TEST_PRECISION, "progress": False,
         "data": {"name": "real", "source": {"format": fmt, "path": str(FIXTURES / fixture), "test_fraction": 0.3}},
         "model": {"name_or_path": str(tiny_models[family]), "max_length": 160, "lora": {"r": lora}},
         "sft": {"epochs": 1, "batch_size": 4},
@@ -191,7 +192,7 @@ def test_real_data_dag_end_to_end(family, fmt, fixture, lora, algorithms, tiny_m
         "evaluate": {"samples_per_prompt": 1},
     }
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(experiment))
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", "real.yaml"], cwd=tmp_path,
+    proc = subprocess.run([*SNAKEMAKE, "--cores", "2", "--configfile", "real.yaml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
     logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("results/real/logs/**/*.log"))
     assert proc.returncode == 0, proc.stderr[-4000:] + logs
