@@ -47,7 +47,7 @@ def build_model(folder: Path, n_layer: int, n_embd: int) -> None:
     from rewardlab.models.tokenizer import build_word_tokenizer
     from rewardlab.tasks import sentigram as sg
 
-    tokenizer = build_word_tokenizer(sg.VOCAB)
+    tokenizer = build_word_tokenizer(sg.VOCAB, sg.SPECIALS)
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=n_layer, n_embd=n_embd, n_head=4,
                                        n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -86,11 +86,13 @@ def run_rewardlab(root: Path, model_dir: Path, train: list, args) -> dict:
         "policy": {"algorithms": []},
     })
     data = root / "data"
-    ingest.run(cfg, data)
+    ingest.STAGE.execute(cfg, data)
     started = time.perf_counter()
-    metrics, history, device = reward.run(cfg, "bt", 0, data, data / "pool", model_dir, root / "rm-rewardlab",
-                                          threads=args.threads)
+    result = reward.STAGE.execute(cfg, root / "rm-rewardlab", threads=args.threads, loss="bt", seed=0, labels=data,
+                                  pool=data / "pool", sft=model_dir)
     seconds = time.perf_counter() - started
+    metrics, history = result.metrics, result.history
+    device = json.loads((root / "rm-rewardlab" / "run.json").read_text())["device"]
     return {"train_seconds": seconds, "pairs": metrics["train_examples"], "steps": len(history), "device": device,
             "pairs_per_second": metrics["train_examples"] * args.epochs / seconds,
             "note": "includes the normalisation pass over 64 SFT samples that TRL does not do"}

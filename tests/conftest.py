@@ -47,12 +47,13 @@ def tiny_pipeline(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("pipeline")
     cfg = C.validate(copy.deepcopy(TINY))
     data = root / "data"
-    preprocess.run(cfg, data)
-    sft_metrics, sft_history, _ = sft.run(cfg, data, root / "sft")
-    pool_metrics, _ = pool.run(cfg, data, root / "sft", root / "pool")
-    label_metrics = label.run(cfg, 0.0, root / "pool", root / "labels")
-    rm_metrics, rm_history, _ = reward.run(cfg, "bt", 0, root / "labels", root / "pool", root / "sft", root / "rm")
+    preprocess.STAGE.execute(cfg, data)
+    sft_run = sft.STAGE.execute(cfg, root / "sft", data=data)
+    pool_run = pool.STAGE.execute(cfg, root / "pool", data=data, sft=root / "sft")
+    label_run = label.STAGE.execute(cfg, root / "labels", flip_rate=0.0, pool=root / "pool")
+    rm_run = reward.STAGE.execute(cfg, root / "rm", loss="bt", seed=0, labels=root / "labels", pool=root / "pool",
+                                  sft=root / "sft")
     return {"root": root, "config": cfg, "data": data, "sft": root / "sft", "labels": root / "labels",
-            "pool": root / "pool", "rm": root / "rm", "sft_metrics": sft_metrics, "sft_history": sft_history,
-            "pool_metrics": pool_metrics,
-            "label_metrics": label_metrics, "rm_metrics": rm_metrics, "rm_history": rm_history}
+            "pool": root / "pool", "rm": root / "rm", "sft_metrics": sft_run.metrics, "sft_history": sft_run.history,
+            "pool_metrics": pool_run.metrics, "label_metrics": label_run.metrics, "rm_metrics": rm_run.metrics,
+            "rm_history": rm_run.history}

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rewardlab.data.adapters import BadRow, read_records, split_hh_transcript
+from rewardlab.data.adapters import read_records
+from rewardlab.data.readers.hh_rlhf import split_hh_transcript
+from rewardlab.data.records import BadRow
 
 FIXTURES = Path(__file__).parent / "fixtures/datasets"
 

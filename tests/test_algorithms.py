@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from rewardlab.rl import advantages as A
-from rewardlab.rl import offline, shaping
+from rewardlab.rl import offline
 from rewardlab.rl.algorithms import ALGORITHMS, Experience, build
-from rewardlab.rl.objectives import AdaptiveKLController
+from rewardlab.rl.kl import KLController
+from rewardlab.rl.shapings import credit as shaping
 
 CFG = {"epochs": 2, "clip": 0.2, "gamma": 1.0, "lam": 0.95, "whiten_advantages": True, "baseline_decay": 0.9,
        "grpo_scale_rewards": True}
@@ -109,10 +110,15 @@ def test_offline_losses_hand_computed():
     assert offline.cdpo_loss(h, beta, 0.0).item() == pytest.approx(expected_dpo)
 
 
-def test_adaptive_kl_controller():
-    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+def test_kl_controller_adaptive_and_fixed():
+    ctl = KLController(0.1, target=6.0, horizon=10000)
     assert ctl.update(12.0, 1000) == pytest.approx(0.1 * (1 + 0.2 * 0.1))  # error clipped at 0.2
     assert ctl.update(6.0, 1000) == pytest.approx(0.1 * 1.02)
+    fixed = KLController(0.05)
+    assert fixed.update(100.0, 1000) == 0.05 and fixed.value == 0.05
+    restored = KLController(0.1, target=6.0)
+    restored.load_state_dict(ctl.state_dict())
+    assert restored.value == ctl.value
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))

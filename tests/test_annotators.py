@@ -76,6 +76,8 @@ def test_likert_scales_span_zero_to_four_and_the_combination_inverts_them():
     ratings = {"helpfulness": 3, "correctness": 1, "coherence": 4, "complexity": 2, "verbosity": 0}
     weights, offset = A.combination_weights(scales)
     linear = sum(w * ratings[a] for w, a in zip(weights, A.ATTRIBUTES)) + offset
-    assert A.scalar_from_ratings(ratings, scales) == pytest.approx(linear)
+    # The combination inverts each scale and signs it: Σ_j s_j·(L_j − a_j)/b_j, written out independently.
+    by_hand = sum(A.ATTRIBUTE_SIGN[a] * (ratings[a] - scales[a].a) / scales[a].b for a in A.ATTRIBUTES)
+    assert linear == pytest.approx(by_hand)
     rows = A.label_ratings(pool, scales, 0.0, random.Random(6))
     assert all(0 <= row[a] <= 4 for row in rows for a in A.ATTRIBUTES)

@@ -68,15 +68,16 @@ def test_format_flows_through_preprocess_sft_reward_evaluate(fmt, files, family,
     source = {"format": fmt, **{k: str(FIXTURES / v) for k, v in files.items()}}
     cfg = real_config(source, tiny_models[family])
     data = tmp_path / "data"
-    metrics = ingest.run(cfg, data)
+    metrics = ingest.STAGE.execute(cfg, data).metrics
     assert metrics["pairs_train"] >= 2 and metrics["pairs_test"] >= 1
     assert metrics["chat_template"] == float(family in ("llama", "qwen2"))
     pairs = read_pairs(read_jsonl(data / "pairs_train.jsonl"))
     if family in ("llama", "qwen2"):  # the chat template rendered the prompt, generation prompt included
         assert pairs[0]["prompt"].startswith("<|") and pairs[0]["prompt"].endswith("<|assistant|>\n")
-    sft_metrics, _, _ = sft.run(cfg, data, tmp_path / "sft")
+    sft_metrics = sft.STAGE.execute(cfg, tmp_path / "sft", data=data).metrics
     assert sft_metrics["steps"] >= 1 and sft_metrics["valid_loss"] > 0
-    rm_metrics, history, _ = reward.run(cfg, "bt", 0, data, data / "pool", tmp_path / "sft", tmp_path / "rm")
+    history = reward.STAGE.execute(cfg, tmp_path / "rm", loss="bt", seed=0, labels=data, pool=data / "pool",
+                                   sft=tmp_path / "sft").history
     assert len(history) >= 2
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "rm")
     scorer = RewardScorer(tmp_path / "rm", "cpu")
@@ -85,8 +86,9 @@ def test_format_flows_through_preprocess_sft_reward_evaluate(fmt, files, family,
     assert result["accuracy_gold"] is None and result["spearman_gold"] is None  # no gold reward: missing
     # RL on the dataset's prompts against that reward model, then the held-out evaluation.
     algorithm = "ppo" if family in ("gpt2", "llama") else "reinforce"
-    rl_metrics, rl_history, _ = policy.run(cfg, algorithm, "sparse", 0, data, tmp_path / "sft", tmp_path / "rm",
-                                           tmp_path / "policy")
+    rl = policy.STAGE.execute(cfg, tmp_path / "policy", algorithm=algorithm, shaping="sparse", seed=0, data=data,
+                              sft=tmp_path / "sft", rm=tmp_path / "rm")
+    rl_metrics, rl_history = rl.metrics, rl.history
     assert len(rl_history) == 2 and math.isnan(rl_history[-1]["reward_gold"])
     assert math.isfinite(rl_metrics["train_reward_proxy"]) and math.isfinite(rl_metrics["train_kl"])
     evaluated = evaluate_policy(tmp_path / "policy", tmp_path / "sft", tmp_path / "rm", data, cfg)
@@ -96,8 +98,8 @@ def test_format_flows_through_preprocess_sft_reward_evaluate(fmt, files, family,
 
 def evaluate_policy(policy_dir: Path, sft_dir: Path, rm_dir: Path, data: Path, cfg: dict) -> dict:
     from rewardlab.evaluate import policy as evaluate
+    from rewardlab.evaluate.gold import gold_reward
     from rewardlab.models.build import load_policy
-    from rewardlab.tasks.gold import gold_reward
 
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     prompts = tokenizer([r["prompt"] for r in read_jsonl(data / "prompts_test.jsonl")],
@@ -113,13 +115,14 @@ def test_user_gold_reward_model_scores_policies(tiny_models, tmp_path):
     hh = {"format": "hh_rlhf", "path": str(FIXTURES / "hh_rlhf.jsonl")}
     cfg = real_config(hh, tiny_models["gpt2"])
     data = tmp_path / "data"
-    ingest.run(cfg, data)
-    sft.run(cfg, data, tmp_path / "sft")
-    reward.run(cfg, "bt", 0, data, data / "pool", tmp_path / "sft", tmp_path / "rm")
-    reward.run(cfg, "hinge", 1, data, data / "pool", tmp_path / "sft", tmp_path / "gold")
+    ingest.STAGE.execute(cfg, data)
+    sft.STAGE.execute(cfg, tmp_path / "sft", data=data)
+    inputs = {"labels": data, "pool": data / "pool", "sft": tmp_path / "sft"}
+    reward.STAGE.execute(cfg, tmp_path / "rm", loss="bt", seed=0, **inputs)
+    reward.STAGE.execute(cfg, tmp_path / "gold", loss="hinge", seed=1, **inputs)
     cfg = real_config(hh, tiny_models["gpt2"], evaluate={"gold_model": str(tmp_path / "gold")})
-    _, history, _ = policy.run(cfg, "reinforce", "sparse", 0, data, tmp_path / "sft", tmp_path / "rm",
-                               tmp_path / "policy")
+    history = policy.STAGE.execute(cfg, tmp_path / "policy", algorithm="reinforce", shaping="sparse", seed=0,
+                                   data=data, sft=tmp_path / "sft", rm=tmp_path / "rm").history
     assert math.isfinite(history[-1]["reward_gold"])
     result = evaluate_policy(tmp_path / "policy", tmp_path / "sft", tmp_path / "rm", data, cfg)
     assert math.isfinite(result["reward_gold"]) and 0.0 <= result["win_rate_vs_sft"] <= 1.0
@@ -128,8 +131,8 @@ def test_user_gold_reward_model_scores_policies(tiny_models, tmp_path):
 def test_lora_sft_merges_into_a_plain_model(tiny_models, tmp_path):
     cfg = real_config({"format": "hh_rlhf", "path": str(FIXTURES / "hh_rlhf.jsonl")}, tiny_models["llama"],
                       model={"lora": {"r": 4, "alpha": 8}, "gradient_checkpointing": True})
-    ingest.run(cfg, tmp_path / "data")
-    sft.run(cfg, tmp_path / "data", tmp_path / "sft")
+    ingest.STAGE.execute(cfg, tmp_path / "data")
+    sft.STAGE.execute(cfg, tmp_path / "sft", data=tmp_path / "data")
     saved = json.loads((tmp_path / "sft/config.json").read_text())
     assert saved["model_type"] == "llama" and not (tmp_path / "sft/adapter_config.json").exists()
     from safetensors import safe_open
@@ -141,23 +144,25 @@ def test_lora_sft_merges_into_a_plain_model(tiny_models, tmp_path):
 def test_bad_rows_stop_with_file_and_row_or_are_counted(tiny_models, tmp_path):
     source = {"format": "hh_rlhf", "path": str(FIXTURES / "hh_rlhf_malformed.jsonl"), "test_fraction": 0.5}
     with pytest.raises(SystemExit, match=r"hh_rlhf_malformed.jsonl: row 2: not valid JSON.*on_bad_row: skip"):
-        ingest.run(real_config(source, tiny_models["gpt2"]), tmp_path / "a")
+        ingest.STAGE.execute(real_config(source, tiny_models["gpt2"]), tmp_path / "a")
     assert not (tmp_path / "a").exists()  # nothing written before the error
-    metrics = ingest.run(real_config(source, tiny_models["gpt2"], data={"on_bad_row": "skip"}), tmp_path / "b")
+    metrics = ingest.STAGE.execute(real_config(source, tiny_models["gpt2"], data={"on_bad_row": "skip"}),
+                                   tmp_path / "b").metrics
     assert metrics["rows_skipped"] == 2 and metrics["rows_read"] == 2
 
 
 def test_inputs_are_checked_before_anything_runs(tiny_models, tmp_path):
     hh = {"format": "hh_rlhf", "path": str(FIXTURES / "hh_rlhf.jsonl")}
     with pytest.raises(SystemExit, match="model.name_or_path: .* not a local Hugging Face model folder"):
-        ingest.run(real_config(hh, tmp_path / "missing-model"), tmp_path / "out")
+        ingest.STAGE.execute(real_config(hh, tmp_path / "missing-model"), tmp_path / "out")
     with pytest.raises(SystemExit, match=r"data.source.path: .*nope.jsonl does not exist"):
-        ingest.run(real_config({**hh, "path": str(tmp_path / "nope.jsonl")}, tiny_models["gpt2"]), tmp_path / "out")
+        ingest.STAGE.execute(real_config({**hh, "path": str(tmp_path / "nope.jsonl")}, tiny_models["gpt2"]),
+                             tmp_path / "out")
     ratings = {"format": "helpsteer2", "path": str(FIXTURES / "helpsteer2.jsonl")}
     with pytest.raises(SystemExit, match="HelpSteer2 ratings, not pairs"):
-        ingest.run(real_config(ratings, tiny_models["gpt2"]), tmp_path / "out")
+        ingest.STAGE.execute(real_config(ratings, tiny_models["gpt2"]), tmp_path / "out")
     with pytest.raises(SystemExit, match="too few"):
-        ingest.run(real_config(hh, tiny_models["gpt2"], model={"max_length": 8}), tmp_path / "out")
+        ingest.STAGE.execute(real_config(hh, tiny_models["gpt2"], model={"max_length": 8}), tmp_path / "out")
     with pytest.raises(C.ConfigError, match="reward.losses: plackett_luce needs rankings"):
         real_config(hh, tiny_models["gpt2"], reward={"losses": ["plackett_luce"]})
     with pytest.raises(C.ConfigError, match="policy.shapings: oracle"):

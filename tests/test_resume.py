@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from rewardlab import checkpoint as ckpt
 from rewardlab import config as C
-from rewardlab.train import checkpoint as ckpt
 from rewardlab.train import dpo, policy, reward, sft
 from tests.conftest import TINY
 
@@ -40,9 +40,9 @@ def interrupt_after_first_checkpoint(monkeypatch):
     return calls
 
 
-def assert_same_run(first: tuple, second: tuple) -> None:
-    assert first[0] == second[0]  # metrics, exactly
-    assert first[1] == second[1]  # history, exactly
+def assert_same_run(first, second) -> None:
+    assert first.metrics == second.metrics  # exactly
+    assert first.history == second.history  # exactly
 
 
 def test_atomic_checkpoint_keeps_only_the_latest(tmp_path):
@@ -66,22 +66,22 @@ def test_atomic_checkpoint_keeps_only_the_latest(tmp_path):
 def test_sft_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_after_first_checkpoint):
     cfg, data = tiny_pipeline["config"], tiny_pipeline["data"]
     with pytest.raises(Interrupted):
-        sft.run(cfg, data, tmp_path / "resumed", checkpoint_every=10)
+        sft.STAGE.execute(cfg, tmp_path / "resumed", checkpoint_every=10, data=data)
     assert (tmp_path / "resumed" / ckpt.CHECKPOINT_DIR / "step-10").is_dir()
-    resumed = sft.run(cfg, data, tmp_path / "resumed", checkpoint_every=10)
-    assert resumed[1][0]["step"] == 1 and resumed[1][-1]["step"] == len(resumed[1])
-    assert_same_run(resumed, sft.run(cfg, data, tmp_path / "straight"))
+    resumed = sft.STAGE.execute(cfg, tmp_path / "resumed", checkpoint_every=10, data=data)
+    assert resumed.history[0]["step"] == 1 and resumed.history[-1]["step"] == len(resumed.history)
+    assert_same_run(resumed, sft.STAGE.execute(cfg, tmp_path / "straight", data=data))
 
 
 def test_reward_ensemble_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_after_first_checkpoint):
     p = tiny_pipeline
     cfg = copy.deepcopy(p["config"])
     cfg["reward"]["ensemble"]["members"] = 2
-    args = ("bt", 0, p["labels"], p["pool"], p["sft"])
+    args = {"loss": "bt", "seed": 0, "labels": p["labels"], "pool": p["pool"], "sft": p["sft"]}
     with pytest.raises(Interrupted):
-        reward.run(cfg, *args, tmp_path / "resumed", checkpoint_every=2)
-    assert_same_run(reward.run(cfg, *args, tmp_path / "resumed", checkpoint_every=2),
-                    reward.run(cfg, *args, tmp_path / "straight"))
+        reward.STAGE.execute(cfg, tmp_path / "resumed", checkpoint_every=2, **args)
+    assert_same_run(reward.STAGE.execute(cfg, tmp_path / "resumed", checkpoint_every=2, **args),
+                    reward.STAGE.execute(cfg, tmp_path / "straight", **args))
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
@@ -90,19 +90,20 @@ def test_policy_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_af
     cfg = copy.deepcopy(p["config"])
     cfg["policy"]["steps"] = 4
     cfg["policy"]["kl_target"] = 1.0  # the adaptive controller's state is part of what resumes
-    args = (algorithm, "sparse", 0, p["data"], p["sft"], p["rm"])
+    args = {"algorithm": algorithm, "shaping": "sparse", "seed": 0, "data": p["data"], "sft": p["sft"], "rm": p["rm"]}
     with pytest.raises(Interrupted):
-        policy.run(cfg, *args, tmp_path / "resumed", checkpoint_every=2)
-    assert_same_run(policy.run(cfg, *args, tmp_path / "resumed", checkpoint_every=2),
-                    policy.run(cfg, *args, tmp_path / "straight"))
+        policy.STAGE.execute(cfg, tmp_path / "resumed", checkpoint_every=2, **args)
+    assert_same_run(policy.STAGE.execute(cfg, tmp_path / "resumed", checkpoint_every=2, **args),
+                    policy.STAGE.execute(cfg, tmp_path / "straight", **args))
 
 
 def test_dpo_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_after_first_checkpoint):
     p = tiny_pipeline
-    args = (p["config"], "dpo", 0, p["labels"], p["sft"])
+    args = {"algorithm": "dpo", "seed": 0, "labels": p["labels"], "sft": p["sft"]}
     with pytest.raises(Interrupted):
-        dpo.run(*args, tmp_path / "resumed", checkpoint_every=3)
-    assert_same_run(dpo.run(*args, tmp_path / "resumed", checkpoint_every=3), dpo.run(*args, tmp_path / "straight"))
+        dpo.STAGE.execute(p["config"], tmp_path / "resumed", checkpoint_every=3, **args)
+    assert_same_run(dpo.STAGE.execute(p["config"], tmp_path / "resumed", checkpoint_every=3, **args),
+                    dpo.STAGE.execute(p["config"], tmp_path / "straight", **args))
 
 
 def sft_command(cfg: dict, data: Path, out: Path, every: int) -> list[str]:

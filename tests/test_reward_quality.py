@@ -36,12 +36,13 @@ def test_bt_on_noise_free_labels_learns_the_gold_order(tmp_path):
     cfg["labels"]["temperature"] = 0.0  # noise-free: every label follows the gold order
     cfg = C.validate(cfg)
     data = tmp_path / "data"
-    preprocess.run(cfg, data)
-    sft.run(cfg, data, tmp_path / "sft", threads=2)
-    pool.run(cfg, data, tmp_path / "sft", tmp_path / "pool", threads=2)
-    label_metrics = label.run(cfg, 0.0, tmp_path / "pool", tmp_path / "labels")
+    preprocess.STAGE.execute(cfg, data)
+    sft.STAGE.execute(cfg, tmp_path / "sft", threads=2, data=data)
+    pool.STAGE.execute(cfg, tmp_path / "pool", threads=2, data=data, sft=tmp_path / "sft")
+    label_metrics = label.STAGE.execute(cfg, tmp_path / "labels", flip_rate=0.0, pool=tmp_path / "pool").metrics
     assert label_metrics["train_label_agreement_gold"] == 1.0
-    reward.run(cfg, "bt", 0, tmp_path / "labels", tmp_path / "pool", tmp_path / "sft", tmp_path / "rm", threads=2)
+    reward.STAGE.execute(cfg, tmp_path / "rm", threads=2, loss="bt", seed=0, labels=tmp_path / "labels",
+                         pool=tmp_path / "pool", sft=tmp_path / "sft")
     pairs = read_pairs(read_jsonl(tmp_path / "labels/pairs_test.jsonl"))
     assert len(pairs) >= 1000
     metrics, _ = pair_metrics(RewardScorer(tmp_path / "rm"), AutoTokenizer.from_pretrained(tmp_path / "rm"), pairs,

@@ -8,14 +8,16 @@ import torch
 from rewardlab.rl.advantages import (
     baseline_advantages,
     gae,
+    masked_mean,
     masked_whiten,
     sequence_returns,
-    shaped_rewards,
 )
-from rewardlab.rl.algorithms import Experience, Reinforce
+from rewardlab.rl.algorithms import Experience
+from rewardlab.rl.algorithms.policy_gradient import Reinforce
 from rewardlab.rl.kl import kl_estimate
-from rewardlab.rl.objectives import clipped_surrogate, clipped_value_loss, policy_gradient
+from rewardlab.rl.objectives import clipped_surrogate_tokens, clipped_value_loss, policy_gradient_tokens
 from rewardlab.rl.rollout import truncate_after_eos
+from rewardlab.rl.shapings.credit import sparse
 
 
 def close(tensor: torch.Tensor, expected) -> bool:
@@ -65,10 +67,11 @@ def test_gae_with_lambda_one_gamma_one_is_reward_to_go_minus_value():
     assert torch.allclose(adv, reward_to_go - values, atol=1e-5)
 
 
-def test_shaped_rewards_put_score_on_last_valid_token():
+def test_sparse_reward_with_kl_puts_the_score_on_the_last_valid_token():
+    """r_t = −β·KL_t + 1[t = T_end]·score (§2.0), as the policy loop composes it for the sparse shaping."""
     kl = torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    rewards = shaped_rewards(torch.tensor([2.0, -1.0]), kl, mask, kl_coef=0.5)
+    rewards = sparse(torch.tensor([2.0, -1.0]), mask) - 0.5 * kl * mask
     assert close(rewards, [[-0.05, -0.1, 2.0 - 0.15], [-1.0 - 0.25, 0.0, 0.0]])
     assert sequence_returns(rewards, mask).tolist() == pytest.approx([2.0 - 0.3, -1.25])
 
@@ -101,12 +104,13 @@ def test_clipped_surrogate_hand_computed():
     logp = torch.tensor([[0.5, -0.5]])
     old = torch.zeros(1, 2)
     adv = torch.tensor([[1.0, -2.0]])
-    loss, clipfrac = clipped_surrogate(logp, old, adv, torch.ones(1, 2), clip=0.2)
+    tokens, clipped = clipped_surrogate_tokens(logp, old, adv, clip=0.2)
+    loss, clipfrac = tokens.mean(), clipped.mean()
     # token 0: max(−1.6487, −1.2) = −1.2 ; token 1: max(2·0.6065, 2·0.8) = 1.6
     assert loss.item() == pytest.approx((-1.2 + 1.6) / 2)
     assert clipfrac.item() == pytest.approx(1.0)
-    loss_small, clipfrac_small = clipped_surrogate(torch.tensor([[0.05]]), torch.zeros(1, 1), torch.tensor([[1.0]]),
-                                                   torch.ones(1, 1), clip=0.2)
+    loss_small, clipfrac_small = clipped_surrogate_tokens(torch.tensor([[0.05]]), torch.zeros(1, 1),
+                                                          torch.tensor([[1.0]]), clip=0.2)
     assert loss_small.item() == pytest.approx(-math.exp(0.05))
     assert clipfrac_small.item() == 0.0
 
@@ -123,7 +127,7 @@ def test_clipped_value_loss_hand_computed():
 def test_policy_gradient_gradient_is_advantage_times_score_function():
     logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
     adv = torch.tensor([[3.0, -1.0]])
-    loss = policy_gradient(logp, logp.detach(), adv, torch.ones(1, 2))
+    loss = masked_mean(policy_gradient_tokens(logp, logp.detach(), adv), torch.ones(1, 2))
     loss.backward()
     assert close(logp.grad, [[-1.5, 0.5]])
 

@@ -17,7 +17,7 @@ from rewardlab.tasks import sentigram as sg
 
 
 def test_tokenizer_round_trip_through_save_pretrained(tmp_path):
-    tokenizer = build_word_tokenizer(sg.VOCAB)
+    tokenizer = build_word_tokenizer(sg.VOCAB, sg.SPECIALS)
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     text = "<bos> topic: food <sep> the taste was very great , but its price is bad . <eos>"
@@ -41,8 +41,8 @@ def test_preprocess_writes_files_datasets_loads(tiny_pipeline):
 def test_preprocess_is_deterministic(tiny_config, tmp_path):
     from rewardlab.data import preprocess
 
-    preprocess.run(tiny_config, tmp_path / "a")
-    preprocess.run(tiny_config, tmp_path / "b")
+    preprocess.STAGE.execute(tiny_config, tmp_path / "a")
+    preprocess.STAGE.execute(tiny_config, tmp_path / "b")
     for name in ("sft_train.jsonl", "prompts_train.jsonl", "prompts_test.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
@@ -51,7 +51,7 @@ def test_sft_model_reloads_as_causal_lm_and_learned(tiny_pipeline):
     model = AutoModelForCausalLM.from_pretrained(tiny_pipeline["sft"])
     assert model.config.n_layer == 1
     history = tiny_pipeline["sft_history"]
-    assert history[-1]["train_loss"] < history[0]["train_loss"] - 1.0  # from ~log V towards the corpus
+    assert history[-1]["loss"] < history[0]["loss"] - 1.0  # from ~log V towards the corpus
     assert (tiny_pipeline["sft"] / "model.safetensors").exists()
 
 
@@ -119,7 +119,8 @@ def test_reward_stage_trains_every_label_shape(tiny_pipeline, loss, tmp_path):
     from rewardlab.train import reward
 
     p = tiny_pipeline
-    metrics, history, _ = reward.run(p["config"], loss, 0, p["labels"], p["pool"], p["sft"], tmp_path)
+    history = reward.STAGE.execute(p["config"], tmp_path, loss=loss, seed=0, labels=p["labels"], pool=p["pool"],
+                                   sft=p["sft"]).history
     assert history[-1]["loss"] < history[0]["loss"]
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert model.config.num_labels == (5 if loss == "mse_multiattr" else 1)
@@ -137,7 +138,8 @@ def test_ensemble_scores_aggregate_members(tiny_pipeline, tmp_path):
     p = tiny_pipeline
     cfg = copy.deepcopy(p["config"])
     cfg["reward"]["ensemble"] = {"members": 3, "aggregate": "min", "uwo_lambda": 0.5}
-    metrics, _, _ = reward.run(cfg, "bt", 0, p["labels"], p["pool"], p["sft"], tmp_path)
+    metrics = reward.STAGE.execute(cfg, tmp_path, loss="bt", seed=0, labels=p["labels"], pool=p["pool"],
+                                   sft=p["sft"]).metrics
     assert metrics["members"] == 3
     scorer = RewardScorer(tmp_path)
     assert scorer.members == 3
@@ -156,7 +158,8 @@ def test_policy_stage_runs_and_logs(tiny_pipeline, algorithm, shaping, tmp_path)
     from rewardlab.train import policy
 
     p = tiny_pipeline
-    metrics, history, _ = policy.run(p["config"], algorithm, shaping, 0, p["data"], p["sft"], p["rm"], tmp_path)
+    history = policy.STAGE.execute(p["config"], tmp_path, algorithm=algorithm, shaping=shaping, seed=0,
+                                   data=p["data"], sft=p["sft"], rm=p["rm"]).history
     assert len(history) == 3
     for key in ("reward_proxy", "reward_gold", "kl", "kl_k3", "entropy", "length", "eos_rate", "grad_norm",
                 "repetition", "distinct_2", "samples"):
@@ -177,12 +180,13 @@ def test_dpo_implicit_shaping_uses_the_dpo_policy(tiny_pipeline, tmp_path):
     from rewardlab.train import dpo, policy
 
     p = tiny_pipeline
-    dpo.run(p["config"], "dpo", 0, p["labels"], p["sft"], tmp_path / "dpo")
-    metrics, history, _ = policy.run(p["config"], "reinforce_pp", "dpo_implicit", 0, p["data"], p["sft"], p["rm"],
-                                     tmp_path / "policy", dpo_dir=tmp_path / "dpo")
+    dpo.STAGE.execute(p["config"], tmp_path / "dpo", algorithm="dpo", seed=0, labels=p["labels"], sft=p["sft"])
+    inputs = {"seed": 0, "data": p["data"], "sft": p["sft"], "rm": p["rm"]}
+    history = policy.STAGE.execute(p["config"], tmp_path / "policy", algorithm="reinforce_pp", shaping="dpo_implicit",
+                                   dpo=tmp_path / "dpo", **inputs).history
     assert len(history) == 3 and "credit_spearman" in history[-1]
     with pytest.raises(ValueError, match="dpo_implicit"):
-        policy.run(p["config"], "ppo", "dpo_implicit", 0, p["data"], p["sft"], p["rm"], tmp_path / "x")
+        policy.STAGE.execute(p["config"], tmp_path / "x", algorithm="ppo", shaping="dpo_implicit", **inputs)
 
 
 @pytest.mark.parametrize("algorithm", ["dpo", "ipo", "cdpo"])
@@ -190,7 +194,8 @@ def test_offline_policy_stage(tiny_pipeline, algorithm, tmp_path):
     from rewardlab.train import dpo
 
     p = tiny_pipeline
-    metrics, history, _ = dpo.run(p["config"], algorithm, 0, p["labels"], p["sft"], tmp_path)
+    history = dpo.STAGE.execute(p["config"], tmp_path, algorithm=algorithm, seed=0, labels=p["labels"],
+                                sft=p["sft"]).history
     assert history and {"loss", "accuracy", "reward_chosen", "reward_rejected"} <= set(history[0])
     if algorithm == "dpo":
         assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # π = π_ref at the start
@@ -203,7 +208,8 @@ def test_evaluate_stages(tiny_pipeline):
     from rewardlab.evaluate import reward_model as rm_eval
     from rewardlab.models.build import load_policy
     from rewardlab.models.reward import RewardScorer
-    from rewardlab.tasks.gold import SentiGramGold
+    from rewardlab.tasks import TASKS
+    from rewardlab.tasks.gold import TaskGold
 
     p = tiny_pipeline
     cpu = torch.device("cpu")
@@ -225,8 +231,8 @@ def test_evaluate_stages(tiny_pipeline):
     sft = load_policy(p["sft"]).eval()
     prompts = tokenizer([r["prompt"] for r in read_jsonl(p["data"] / "prompts_test.jsonl")],
                         add_special_tokens=False)["input_ids"]
-    result, samples = policy_eval.evaluate(sft, sft, scorer, SentiGramGold(tokenizer, p["config"]["task"]), prompts,
-                                           p["config"], tokenizer, cpu)
+    gold = TaskGold(TASKS.get("sentigram"), tokenizer, p["config"]["task"])
+    result, samples = policy_eval.evaluate(sft, sft, scorer, gold, prompts, p["config"], tokenizer, cpu)
     assert result["kl"] == pytest.approx(0.0, abs=1e-6)  # π = π_ref exactly
     for key in ("reward_proxy", "reward_gold", "kl", "entropy", "length", "win_rate_vs_sft", "distinct_2"):
         assert key in result

@@ -25,8 +25,30 @@ class ConfigError(ValueError):
 
 
 def load_schema() -> dict[str, Any]:
+    """The config schema, with the names the registries hold filled in (losses and their hyper-parameters,
+    algorithms, shapings, dataset formats, tasks): they are declared once, where they are implemented."""
     text = resources.files("rewardlab").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return with_registered_names(yaml.safe_load(text))
+
+
+def with_registered_names(schema: dict[str, Any]) -> dict[str, Any]:
+    from rewardlab.data.readers import READERS
+    from rewardlab.losses.registry import LOSSES, loss_params_schema
+    from rewardlab.rl.algorithms import ALGORITHMS
+    from rewardlab.rl.offline import OFFLINE
+    from rewardlab.rl.shapings import SHAPINGS
+    from rewardlab.tasks import TASKS
+
+    top = schema["properties"]
+    reward, policy = top["reward"]["properties"], top["policy"]["properties"]
+    reward["losses"]["items"] = {"enum": LOSSES.names()}
+    reward["loss_params"]["properties"] = loss_params_schema()
+    policy["algorithms"]["items"] = {"enum": ALGORITHMS.names() + OFFLINE.names()}
+    policy["shapings"]["items"] = {"enum": SHAPINGS.names()}
+    policy["overrides"]["propertyNames"] = {"enum": ALGORITHMS.names()}
+    top["data"]["properties"]["source"]["properties"]["format"]["enum"] = READERS.names()
+    top["task"]["properties"]["name"]["enum"] = TASKS.names()
+    return schema
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -152,15 +174,17 @@ def is_real_data(config: Mapping[str, Any]) -> bool:
 
 def _check_real_data(config: dict[str, Any]) -> None:
     """What real data supports today: pair losses on the dataset's own labels, reward models and their evaluation."""
-    from rewardlab.losses.catalog import LOSS_SHAPES
+    from rewardlab.losses.registry import LOSSES
+    from rewardlab.rl.shapings import SHAPINGS
 
     if not config["model"].get("name_or_path"):
         raise ConfigError("model.name_or_path: real data (data.source) needs a local Hugging Face causal LM")
-    not_pairs = [loss for loss in config["reward"]["losses"] if LOSS_SHAPES[loss] != "pairs"]
+    not_pairs = [loss for loss in config["reward"]["losses"] if LOSSES.get(loss).label_shape != "pairs"]
     if not_pairs:
-        raise ConfigError(f"reward.losses: {not_pairs[0]} needs {LOSS_SHAPES[not_pairs[0]]}; real data gives "
-                          "preference pairs (use a pairwise loss)")
+        raise ConfigError(f"reward.losses: {not_pairs[0]} needs {LOSSES.get(not_pairs[0]).label_shape}; real data "
+                          "gives preference pairs (use a pairwise loss)")
     if flip_rates(config) != [0.0]:
         raise ConfigError("labels.flip_rate: real data keeps its own labels; set [0.0]")
-    if "oracle" in config["policy"]["shapings"]:
-        raise ConfigError("policy.shapings: oracle needs SentiGram's per-token gold credit, which real data has not")
+    for name in config["policy"]["shapings"]:
+        if "gold_credits" in SHAPINGS.get(name).needs:
+            raise ConfigError(f"policy.shapings: {name} needs the task's per-token gold credit; real data has none")

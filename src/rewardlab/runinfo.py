@@ -84,12 +84,17 @@ def write_metrics(out_dir: str | Path, metrics: Mapping[str, float]) -> None:
     write_json(Path(out_dir) / "metrics.json", flat)
 
 
-def write_history(out_dir: str | Path, rows: list[Mapping[str, float]]) -> None:
-    """``history.csv``: one row per logged step, columns named like the metrics."""
+def write_csv(path: str | Path, rows: list[Mapping[str, Any]], columns: list[str] | None = None) -> None:
+    """Rows as CSV (numbers to 6 significant digits, so reruns compare byte for byte), written atomically."""
     import pandas as pd  # here, not at the top: every stage imports this module, and pandas costs ~0.5 s a process
 
-    frame = pd.DataFrame(rows)
-    atomic_write_text(Path(out_dir) / "history.csv", frame.to_csv(index=False, float_format="%.6g"))
+    frame = pd.DataFrame(rows, columns=columns)
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+
+
+def write_history(out_dir: str | Path, rows: list[Mapping[str, float]]) -> None:
+    """``history.csv``: one row per logged step, columns named like the metrics."""
+    write_csv(Path(out_dir) / "history.csv", rows)
 
 
 def _git_revision() -> tuple[str | None, bool | None]:

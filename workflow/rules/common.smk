@@ -1,10 +1,9 @@
 # Path helpers, config slices and resources shared by the rule files. No logic about the science here.
-import json
 import shlex
 import sys
 
+from rewardlab import dag
 from rewardlab.config import flip_rates, is_real_data, noise_tag, stage_resources
-from rewardlab.losses.catalog import label_file as loss_label_file
 
 EXP = config["name"]
 DATA = f"data/processed/{config['data']['name']}"
@@ -18,8 +17,8 @@ CHECKPOINT_EVERY = int(config["checkpoint_every"])  # passed to training stages;
 SEEDS = config["seeds"]
 LOSSES = config["reward"]["losses"]
 ALGORITHMS = config["policy"]["algorithms"]
-OFFLINE = [a for a in ALGORITHMS if a in ("dpo", "ipo", "cdpo")]  # trained on pairs, not against the RM
-ONLINE = [a for a in ALGORITHMS if a not in OFFLINE]
+OFFLINE = dag.offline_algorithms(config)  # trained on pairs, not against the RM (rewardlab.rl.offline)
+ONLINE = dag.online_algorithms(config)  # rewardlab.rl.algorithms
 SHAPINGS = config["policy"]["shapings"]
 # A policy's name: <algo>-<shaping> online, <algo>-offline for DPO-style baselines, sft for the start.
 POLICIES = [f"{a}-{s}" for a in ONLINE for s in SHAPINGS] + [f"{a}-offline" for a in OFFLINE]
@@ -31,39 +30,9 @@ wildcard_constraints:
     noise=r"eps[0-9.]+",
     seed=r"\d+",
 
-# The config each stage reads: whole sections, or "section.key" for single keys. A stage's params hold
-# only its slice, so changing a key reruns the stages that read it and what depends on them, nothing else.
-# Sweep lists (seeds, reward.losses, policy.algorithms, labels.flip_rate) are wildcards, not parameters.
-COMMON_KEYS = ["device", "precision", "progress"]
-STAGE_KEYS = {
-    "preprocess": ["data", "model"] if REAL else ["data"],
-    "sft": ["model", "sft"],
-    "pool": ["labels.num_prompts", "labels.samples_per_prompt", "labels.sampling_temperature", "labels.seed",
-             "task", "bon"],
-    "label": ["labels.temperature", "labels.margin_scale", "labels.rating_noise", "labels.seed"],
-    "reward": ["reward", "evaluate.seed", "evaluate.calibration_bins"],  # it evaluates its model too
-    "policy": ["policy", "task", "reward.composite", "data.source", "evaluate.gold_model", "model.trust_remote_code"],
-    "evaluate": ["evaluate", "task", "data.source", "model.trust_remote_code"],
-}
-# Keys a section's slice leaves out: sweeps, and what another stage reads.
-EXCLUDED = {"reward": ("losses", "composite"), "policy": ("algorithms", "shapings")}
-if not REAL:  # the tiny GPT's stages do not read the pretrained-model keys: changing them reruns nothing
-    EXCLUDED["model"] = ("name_or_path", "trust_remote_code", "max_length", "gradient_checkpointing", "lora")
-
-
 def stage_config(stage):
-    """The stage's slice of the validated config as JSON (passed quoted on the command line)."""
-    sliced = {}
-    for key in COMMON_KEYS + STAGE_KEYS[stage]:
-        section, _, sub = key.partition(".")
-        if sub:
-            if sub in config[section]:  # optional keys (data.source, evaluate.gold_model) only when set
-                sliced.setdefault(section, {})[sub] = config[section][sub]
-        elif isinstance(config[section], dict):
-            sliced[section] = {k: v for k, v in config[section].items() if k not in EXCLUDED.get(section, ())}
-        else:
-            sliced[section] = config[section]
-    return json.dumps(sliced, sort_keys=True)
+    """The stage's slice of the validated config as JSON (rewardlab.dag.STAGE_KEYS; passed quoted)."""
+    return dag.stage_config(config, stage)
 
 
 def res(stage, key):
@@ -106,7 +75,7 @@ POOL = f"{DATA}/pool" if REAL else f"{RESULTS}/pool"  # responses the reward mod
 
 def label_file(wildcards):
     """The label set a loss consumes (pairs, rankings or ratings)."""
-    return f"{labels_dir(wildcards.noise)}/{loss_label_file(wildcards.loss)}"
+    return f"{labels_dir(wildcards.noise)}/{dag.label_file(wildcards.loss)}"
 
 
 def label_scales(wildcards):

@@ -1,12 +1,12 @@
 def dpo_policy(wildcards):
-    """The dpo_implicit shaping reads the DPO policy trained on the same label set and seed."""
-    if wildcards.shaping != "dpo_implicit":
+    """A shaping that needs a DPO policy (dpo_implicit) reads the one trained on the same label set and seed."""
+    if not dag.needs_dpo_policy(wildcards.shaping):
         return []
     return model_files(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}", causal=True)
 
 
 def dpo_argument(wildcards):
-    if wildcards.shaping != "dpo_implicit":
+    if not dag.needs_dpo_policy(wildcards.shaping):
         return ""
     return "--dpo " + shlex.quote(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}")
 
@@ -54,7 +54,7 @@ rule offline_policy:
         stage_files(f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}"),
         history=f"{RESULTS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}/history.csv",
     wildcard_constraints:
-        algo="|".join(OFFLINE + (["dpo"] if "dpo_implicit" in SHAPINGS else [])) or "(?!)",
+        algo="|".join(OFFLINE + (["dpo"] if dag.dpo_shapings(config) else [])) or "(?!)",
     params:
         cfg=lambda w: stage_config("policy"),
         sft=f"{RESULTS}/sft",

@@ -154,13 +154,9 @@ def fit_scales(pool: Sequence[PoolItem]) -> dict[str, LikertScale]:
     return scales
 
 
-def scalar_from_ratings(ratings: dict[str, float], scales: dict[str, LikertScale]) -> float:
-    """The fixed linear combination of attribute ratings that estimates R*: Σ_j s_j·(L_j − a_j)/b_j."""
-    return sum(ATTRIBUTE_SIGN[a] * (ratings[a] - scales[a].a) / scales[a].b for a in ATTRIBUTES)
-
-
 def combination_weights(scales: dict[str, LikertScale]) -> tuple[list[float], float]:
-    """(w, c) with scalar = Σ_j w_j·L_j + c, the same combination as ``scalar_from_ratings``."""
+    """(w, c) with scalar = Σ_j w_j·L_j + c = Σ_j s_j·(L_j − a_j)/b_j: the fixed linear combination of attribute
+    ratings that estimates R* (each Likert scale inverted, signed by its attribute's direction)."""
     weights = [ATTRIBUTE_SIGN[a] / scales[a].b for a in ATTRIBUTES]
     offset = -sum(ATTRIBUTE_SIGN[a] * scales[a].a / scales[a].b for a in ATTRIBUTES)
     return weights, offset

@@ -21,7 +21,6 @@ stops here, before any training, with the file and row.
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ from transformers import AutoTokenizer
 from rewardlab.data.adapters import BadRow, read_records
 from rewardlab.data.formats import ultrafeedback_row
 from rewardlab.models.tokenizer import join_text
-from rewardlab.runinfo import read_jsonl, write_jsonl, write_metrics, write_run_info
-from rewardlab.train.common import parse_config, stage_parser
+from rewardlab.runinfo import read_jsonl, write_jsonl
+from rewardlab.runner import Stage, StageContext, StageResult
 
 
 def load_tokenizer(model_path: str, trust_remote_code: bool):
@@ -70,7 +69,8 @@ def _pairs_only(records: list[dict[str, Any]], path: str) -> list[dict[str, Any]
     return records
 
 
-def run(config: dict, out: Path) -> dict[str, float]:
+def run(ctx: StageContext) -> StageResult:
+    config, out = ctx.config, ctx.out
     source, data = config["data"]["source"], config["data"]
     model = config["model"]
     for key in ("path", "test_path", "sft_path"):
@@ -146,7 +146,7 @@ def run(config: dict, out: Path) -> dict[str, float]:
                                            for r in train_rows])
     tokenizer.save_pretrained(out / "tokenizer")
     lengths = [length(r["prompt"], r["chosen"]) for r in train_rows]
-    return {
+    return StageResult({
         "rows_read": counts["rows_read"],
         "rows_skipped": counts["rows_skipped"],
         "ties_dropped": counts["ties_dropped"],
@@ -159,20 +159,11 @@ def run(config: dict, out: Path) -> dict[str, float]:
         "mean_tokens_chosen": sum(lengths) / len(lengths),
         "max_tokens_chosen": max(lengths),
         "chat_template": float(bool(getattr(tokenizer, "chat_template", None))),
-    }
+    }, extra={"source": source, "model": model["name_or_path"]})
 
 
-def main() -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    args = parser.parse_args()
-    config = parse_config(args.config)
-    started = time.time()
-    out = Path(args.out)
-    metrics = run(config, out)
-    write_run_info(out, "preprocess", config, config["data"]["seed"], started, "cpu",
-                   extra={"source": config["data"]["source"], "model": config["model"]["name_or_path"]})
-    write_metrics(out, metrics)
-
+STAGE = Stage("preprocess", run, seed=lambda config, inputs: config["data"]["seed"],
+              description=__doc__.splitlines()[0])
 
 if __name__ == "__main__":
-    main()
+    STAGE.main()

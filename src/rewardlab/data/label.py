@@ -13,15 +13,13 @@ Pure Python: no model is loaded.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import time
 from pathlib import Path
 
 from rewardlab.data import annotators as A
 from rewardlab.data.formats import ultrafeedback_row
-from rewardlab.runinfo import finish_stage, read_jsonl, write_json, write_jsonl
+from rewardlab.runinfo import read_jsonl, write_json, write_jsonl
+from rewardlab.runner import Argument, Stage, StageContext, StageResult
 
 
 def load_pool(path: Path) -> list[A.PoolItem]:
@@ -39,9 +37,9 @@ def summarise(pairs: list[dict], prefix: str) -> dict[str, float]:
     }
 
 
-def run(config: dict, flip_rate: float, pool_dir: Path, out: Path) -> dict[str, float]:
-    labels = config["labels"]
-    train, test = load_pool(pool_dir / "train.jsonl"), load_pool(pool_dir / "test.jsonl")
+def run(ctx: StageContext, flip_rate: float, pool: Path) -> StageResult:
+    labels, out = ctx.config["labels"], ctx.out
+    train, test = load_pool(pool / "train.jsonl"), load_pool(pool / "test.jsonl")
     # One stream per label set, all seeded from labels.seed and the noise level.
     rng = {name: random.Random(f"{labels['seed']}-{flip_rate}-{name}") for name in ("pairs", "rank", "rate", "test")}
     pairs_train, edges = A.label_pairs(train, labels["temperature"], flip_rate, labels["margin_scale"], rng["pairs"])
@@ -60,24 +58,12 @@ def run(config: dict, flip_rate: float, pool_dir: Path, out: Path) -> dict[str, 
     write_json(out / "scales.json", {"attributes": list(A.ATTRIBUTES),
                                      "scales": {a: {"a": s.a, "b": s.b} for a, s in scales.items()},
                                      "weights": weights, "offset": offset, "strength_edges": edges})
-    return {**summarise(pairs_train, "train"), **summarise(pairs_test, "test"), "rankings": len(rankings),
-            "ratings": len(ratings), "flip_rate": flip_rate}
+    return StageResult({**summarise(pairs_train, "train"), **summarise(pairs_test, "test"), "rankings": len(rankings),
+                        "ratings": len(ratings), "flip_rate": flip_rate})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--flip-rate", type=float, required=True)
-    parser.add_argument("--pool", required=True)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    config = json.loads(args.config)
-    started = time.time()
-    out = Path(args.out)
-    metrics = run(config, args.flip_rate, Path(args.pool), out)
-    finish_stage(out, "label", config, config["labels"]["seed"], started, "cpu", metrics,
-                 extra={"flip_rate": args.flip_rate})
-
+STAGE = Stage("label", run, (Argument("--flip-rate", float), Argument("--pool", Path)),
+              seed=lambda config, inputs: config["labels"]["seed"], description=__doc__.splitlines()[0])
 
 if __name__ == "__main__":
-    main()
+    STAGE.main()

@@ -12,7 +12,6 @@ Sampling uses the SFT policy at labels.sampling_temperature, top-k/top-p off, se
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,24 +22,25 @@ from rewardlab.data import bench
 from rewardlab.data.annotators import PoolItem
 from rewardlab.models.build import load_policy
 from rewardlab.rl.rollout import rows_to_lists, sample
-from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything, write_jsonl
+from rewardlab.runinfo import read_jsonl, write_jsonl
+from rewardlab.runner import Argument, Stage, StageContext, StageResult
+from rewardlab.tasks import TASKS
 from rewardlab.tasks import sentigram as sg
-from rewardlab.tasks.gold import SentiGramGold
-from rewardlab.train.common import make_accelerator, parse_config, progress, stage_parser
+from rewardlab.tasks.gold import TaskGold
 
 
 @torch.no_grad()
-def sample_pool(policy, tokenizer, gold: SentiGramGold, prompts: list[str], k: int, temperature: float,
-                max_new_tokens: int, device, show: bool, desc: str, batch_rows: int = 1024) -> list[PoolItem]:
+def sample_pool(ctx: StageContext, policy, tokenizer, gold: TaskGold, prompts: list[str], k: int, temperature: float,
+                max_new_tokens: int, desc: str, batch_rows: int = 1024) -> list[PoolItem]:
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     per_batch = max(1, batch_rows // k)
     items = []
     starts = range(0, len(prompt_ids), per_batch)
-    for start in progress(starts, len(starts), desc, show):
+    for start in ctx.iterate(starts, len(starts), desc):
         chunk = prompt_ids[start : start + per_batch]
         rollout = sample(policy, [p for p in chunk for _ in range(k)], max_new_tokens=max_new_tokens,
                          temperature=temperature, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                         device=device)
+                         device=ctx.device)
         responses = rows_to_lists(rollout)
         for i, prompt in enumerate(chunk):
             own = responses[i * k : (i + 1) * k]
@@ -56,31 +56,28 @@ def sample_pool(policy, tokenizer, gold: SentiGramGold, prompts: list[str], k: i
     return items
 
 
-def run(config: dict, data_dir: Path, sft_dir: Path, out: Path, threads: int = 1) -> tuple[dict, str]:
-    labels, task, bon = config["labels"], config["task"], config["bon"]
-    seed_everything(labels["seed"])
-    accelerator = make_accelerator(config, threads)
-    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    policy = load_policy(sft_dir).to(accelerator.device)
-    gold = SentiGramGold(tokenizer, task)
-    show = config.get("progress", True)
-    train_prompts = [r["prompt"] for r in read_jsonl(data_dir / "prompts_train.jsonl")][: labels["num_prompts"]]
-    test_prompts = [r["prompt"] for r in read_jsonl(data_dir / "prompts_test.jsonl")]
-    common = {"temperature": labels["sampling_temperature"], "max_new_tokens": task["max_new_tokens"],
-              "device": accelerator.device, "show": show}
+def run(ctx: StageContext, data: Path, sft: Path) -> StageResult:
+    labels, task, bon = ctx.config["labels"], ctx.config["task"], ctx.config["bon"]
+    tokenizer = AutoTokenizer.from_pretrained(sft)
+    policy = load_policy(sft).to(ctx.device)
+    gold = TaskGold(TASKS.get(task["name"]), tokenizer, task)
+    train_prompts = [r["prompt"] for r in read_jsonl(data / "prompts_train.jsonl")][: labels["num_prompts"]]
+    test_prompts = [r["prompt"] for r in read_jsonl(data / "prompts_test.jsonl")]
+    common = {"temperature": labels["sampling_temperature"], "max_new_tokens": task["max_new_tokens"]}
     k = labels["samples_per_prompt"]
-    train = sample_pool(policy, tokenizer, gold, train_prompts, k, desc="pool: train", **common)
-    test = sample_pool(policy, tokenizer, gold, test_prompts, k, desc="pool: test", **common)
-    bon_pool = sample_pool(policy, tokenizer, gold, test_prompts[: bon["num_prompts"]], bon["samples_per_prompt"],
-                           desc="pool: best-of-n", **common)
+    train = sample_pool(ctx, policy, tokenizer, gold, train_prompts, k, desc="pool: train", **common)
+    test = sample_pool(ctx, policy, tokenizer, gold, test_prompts, k, desc="pool: test", **common)
+    bon_pool = sample_pool(ctx, policy, tokenizer, gold, test_prompts[: bon["num_prompts"]],
+                           bon["samples_per_prompt"], desc="pool: best-of-n", **common)
     bench_items = bench.build(test, lambda p, r: sg.gold_reward(p, r, gold.cfg), random.Random(labels["seed"]))
+    out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", (asdict(i) for i in train))
     write_jsonl(out / "test.jsonl", (asdict(i) for i in test))
     write_jsonl(out / "bon.jsonl", ({"prompt": i.prompt, "responses": i.responses, "gold": i.gold} for i in bon_pool))
     write_jsonl(out / "bench.jsonl", bench_items)
     all_gold = [g for item in train for g in item.gold]
-    metrics = {
+    return StageResult({
         "train_prompts": len(train),
         "test_prompts": len(test),
         "bon_prompts": len(bon_pool),
@@ -88,21 +85,11 @@ def run(config: dict, data_dir: Path, sft_dir: Path, out: Path, threads: int = 1
         "sft_reward_gold": sum(all_gold) / len(all_gold),
         "sft_eos_rate": sum(r.endswith(sg.EOS) for i in train for r in i.responses) / len(all_gold),
         **{f"bench_{s}_items": sum(b["section"] == s for b in bench_items) for s in bench.SECTIONS},
-    }
-    return metrics, str(accelerator.device)
+    })
 
 
-def main() -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--sft", required=True)
-    args = parser.parse_args()
-    config = parse_config(args.config)
-    started = time.time()
-    out = Path(args.out)
-    metrics, device = run(config, Path(args.data), Path(args.sft), out, args.threads)
-    finish_stage(out, "pool", config, config["labels"]["seed"], started, device, metrics)
-
+STAGE = Stage("pool", run, (Argument("--data", Path), Argument("--sft", Path)),
+              seed=lambda config, inputs: config["labels"]["seed"], description=__doc__.splitlines()[0])
 
 if __name__ == "__main__":
-    main()
+    STAGE.main()

@@ -14,21 +14,20 @@ Writes metrics.json, samples.jsonl (prompt, response, gold, proxy) and run.json.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
 from rewardlab.evaluate import metrics as M
+from rewardlab.evaluate.gold import GoldReward, gold_reward
 from rewardlab.models.build import load_policy
 from rewardlab.models.reward import RewardScorer
 from rewardlab.rl.advantages import masked_mean
 from rewardlab.rl.kl import kl_estimate
 from rewardlab.rl.rollout import logprobs_and_entropy, rows_to_lists, sample
-from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything, write_jsonl
-from rewardlab.tasks.gold import GoldReward, gold_reward
-from rewardlab.train.common import make_accelerator, parse_config, stage_parser
+from rewardlab.runinfo import read_jsonl, write_jsonl
+from rewardlab.runner import Argument, Stage, StageContext, StageResult
 
 
 @torch.no_grad()
@@ -88,32 +87,28 @@ def evaluate(policy, reference, reward_model: RewardScorer, gold: GoldReward, pr
     return result, samples
 
 
-def main() -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--policy", required=True, help="The policy to evaluate (the SFT folder for SFT).")
-    parser.add_argument("--sft", required=True, help="The reference policy.")
-    parser.add_argument("--rm", required=True, help="The reward model that gives reward_proxy.")
-    parser.add_argument("--data", required=True)
-    args = parser.parse_args()
-    config = parse_config(args.config)
-    started = time.time()
-    seed_everything(config["evaluate"]["seed"])
-    accelerator = make_accelerator(config, args.threads)
-    device = accelerator.device
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(args.sft)
-    policy = load_policy(args.policy, config.get("model", {}).get("trust_remote_code", False)).to(device).eval()
-    reference = load_policy(args.sft, config.get("model", {}).get("trust_remote_code", False)).to(device).eval()
-    reward_model = RewardScorer(args.rm, device)
+def run(ctx: StageContext, policy: Path, sft: Path, rm: Path, data: Path) -> StageResult:
+    config, device = ctx.config, ctx.device
+    trust = config.get("model", {}).get("trust_remote_code", False)
+    tokenizer = AutoTokenizer.from_pretrained(sft)
+    model = load_policy(policy, trust).to(device).eval()
+    reference = load_policy(sft, trust).to(device).eval()
+    scorer = RewardScorer(rm, device)
     gold = gold_reward(config, tokenizer, device)
-    prompts = tokenizer([r["prompt"] for r in read_jsonl(Path(args.data) / "prompts_test.jsonl")],
+    prompts = tokenizer([r["prompt"] for r in read_jsonl(data / "prompts_test.jsonl")],
                         add_special_tokens=False)["input_ids"]
-    result, samples = evaluate(policy, reference, reward_model, gold, prompts, config, tokenizer, device)
-    write_jsonl(out / "samples.jsonl", samples)
-    finish_stage(out, "evaluate_policy", config, config["evaluate"]["seed"], started, str(device), result,
-                 extra={"policy": args.policy, "rm": args.rm})
+    result, samples = evaluate(model, reference, scorer, gold, prompts, config, tokenizer, device)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(ctx.out / "samples.jsonl", samples)
+    return StageResult(result)
 
+
+STAGE = Stage("evaluate_policy", run, (
+    Argument("--policy", Path, "The policy to evaluate (the SFT folder for SFT)."),
+    Argument("--sft", Path, "The reference policy."),
+    Argument("--rm", Path, "The reward model that gives reward_proxy."),
+    Argument("--data", Path),
+), seed=lambda config, inputs: config["evaluate"]["seed"], description=__doc__.splitlines()[0])
 
 if __name__ == "__main__":
-    main()
+    STAGE.main()

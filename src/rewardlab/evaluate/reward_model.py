@@ -16,41 +16,26 @@ more than the evaluation); ``python -m rewardlab.evaluate.reward_model`` re-eval
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from transformers import AutoTokenizer
 
-from rewardlab.data.batching import pad_right
 from rewardlab.data.bench import SECTIONS
 from rewardlab.data.formats import read_pairs
 from rewardlab.evaluate import bon as B
 from rewardlab.evaluate import metrics as M
-from rewardlab.models.reward import RewardScorer
-from rewardlab.runinfo import (
-    atomic_write_text,
-    finish_stage,
-    read_jsonl,
-    seed_everything,
-)
-from rewardlab.train.common import make_accelerator, parse_config, stage_parser
-from rewardlab.train.reward import encode
+from rewardlab.models.reward import RewardScorer, score_texts
+from rewardlab.runinfo import read_jsonl, write_csv
+from rewardlab.runner import Argument, Stage, StageContext, StageResult
 
 
-@torch.no_grad()
 def raw_scores(scorer: RewardScorer, tokenizer, prompts: list[str], responses: list[str], device: torch.device,
-               batch_size: int = 512, normalised: bool = False) -> np.ndarray:
+               normalised: bool = False) -> np.ndarray:
     """RM scores of prompt + response texts: raw (the BT scale) or normalised (mean 0 / std 1 on SFT)."""
-    sequences = encode(tokenizer, prompts, responses)
     score = scorer.normalised if normalised else scorer.raw
-    out = []
-    for i in range(0, len(sequences), batch_size):
-        ids, mask = pad_right(sequences[i : i + batch_size], tokenizer.pad_token_id)
-        out.append(score(ids.to(device), mask.to(device)).cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+    return score_texts(score, tokenizer, prompts, responses, device).numpy().astype(np.float64)
 
 
 def pair_metrics(scorer, tokenizer, pairs: list[dict], bins: int, device) -> tuple[dict, list[dict]]:
@@ -120,40 +105,29 @@ def bon_metrics(scorer, tokenizer, pool: list[dict], device) -> tuple[dict, list
     return result, rows
 
 
-def evaluate(config: dict, rm_dir: Path, labels_dir: Path, pool_dir: Path, out: Path, device: torch.device,
-             started: float) -> dict:
-    """Evaluate the reward model in ``rm_dir`` and write ``out``/{metrics.json, calibration.csv, bon.csv, run.json}."""
-    seed_everything(config["evaluate"]["seed"])
+def run(ctx: StageContext, rm: Path, labels: Path, pool: Path) -> StageResult:
+    """Evaluate the reward model in ``rm``; writes calibration.csv and bon.csv beside the stage's files."""
+    device, out = ctx.device, ctx.out
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(rm_dir)
-    scorer = RewardScorer(rm_dir, device)
-    pairs = read_pairs(read_jsonl(labels_dir / "pairs_test.jsonl"), "pairs_test.jsonl")
-    result, calibration = pair_metrics(scorer, tokenizer, pairs, config["evaluate"]["calibration_bins"], device)
+    tokenizer = AutoTokenizer.from_pretrained(rm)
+    scorer = RewardScorer(rm, device)
+    pairs = read_pairs(read_jsonl(labels / "pairs_test.jsonl"), "pairs_test.jsonl")
+    result, calibration = pair_metrics(scorer, tokenizer, pairs, ctx.config["evaluate"]["calibration_bins"], device)
     bon_rows: list[dict] = []
-    if (pool_dir / "bench.jsonl").is_file():  # SentiGram only: ToyRewardBench and the best-of-n pool
-        result.update(bench_metrics(scorer, tokenizer, read_jsonl(pool_dir / "bench.jsonl"), device))
-        bon_result, bon_rows = bon_metrics(scorer, tokenizer, read_jsonl(pool_dir / "bon.jsonl"), device)
+    if (pool / "bench.jsonl").is_file():  # SentiGram only: ToyRewardBench and the best-of-n pool
+        result.update(bench_metrics(scorer, tokenizer, read_jsonl(pool / "bench.jsonl"), device))
+        bon_result, bon_rows = bon_metrics(scorer, tokenizer, read_jsonl(pool / "bon.jsonl"), device)
         result.update(bon_result)
-    atomic_write_text(out / "calibration.csv", pd.DataFrame(calibration).to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(out / "bon.csv", pd.DataFrame(bon_rows, columns=list(bon_rows[0]) if bon_rows else
-                                                     ["n", "sqrt_kl", "gold", "proxy"]).to_csv(index=False,
-                                                                                                 float_format="%.6g"))
-    finish_stage(out, "evaluate_rm", config, None, started, str(device), result,
-                 extra={"rm": str(rm_dir), "members": scorer.members})
-    return result
+    write_csv(out / "calibration.csv", calibration)
+    write_csv(out / "bon.csv", bon_rows, columns=list(bon_rows[0]) if bon_rows else ["n", "sqrt_kl", "gold", "proxy"])
+    return StageResult(result, extra={"members": scorer.members})
 
 
-def main() -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--rm", required=True)
-    parser.add_argument("--labels", required=True, help="labels/<noise>/ folder")
-    parser.add_argument("--pool", required=True, help="pool/ folder")
-    args = parser.parse_args()
-    config = parse_config(args.config)
-    started = time.time()
-    accelerator = make_accelerator(config, args.threads)
-    evaluate(config, Path(args.rm), Path(args.labels), Path(args.pool), Path(args.out), accelerator.device, started)
-
+STAGE = Stage("evaluate_rm", run, (
+    Argument("--rm", Path, "The reward model folder."),
+    Argument("--labels", Path, "labels/<noise>/ folder"),
+    Argument("--pool", Path, "pool/ folder"),
+), seed=lambda config, inputs: config["evaluate"]["seed"], description=__doc__.splitlines()[0])
 
 if __name__ == "__main__":
-    main()
+    STAGE.main()

@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rewardlab.losses.registry import LossParam, register_loss
 
+
+@register_loss("bt", "pairs", "Bradley–Terry pairwise (InstructGPT, Stiennon, Ziegler)")
 def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """Bradley–Terry, §1.1: L = −E log σ(r_c − r_r).
 
@@ -18,6 +21,8 @@ def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(chosen - rejected).mean()
 
 
+@register_loss("bt_margin", "pairs", "BT with Llama-2 preference-strength margins",
+               inputs=("chosen", "rejected", "margin"))
 def bradley_terry_margin(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
     """BT with a preference-strength margin, §1.2 (Llama 2, arXiv 2307.09288 Eq. 2):
     L = −log σ(r_c − r_r − m(r)), m from the annotator's strength bin (small: 0, 1/3, 2/3, 1).
@@ -25,6 +30,7 @@ def bradley_terry_margin(chosen: torch.Tensor, rejected: torch.Tensor, margin: t
     return -F.logsigmoid(chosen - rejected - margin).mean()
 
 
+@register_loss("hinge", "pairs", "Margin ranking max(0, m − Δ)", params={"margin": LossParam("hinge_margin", 1.0)})
 def hinge(chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
     """Margin ranking, §1.4: L = max(0, m − (r_c − r_r)) (``nn.MarginRankingLoss``)."""
     return F.relu(margin - (chosen - rejected)).mean()
@@ -38,6 +44,10 @@ def log_barrier(scores: torch.Tensor, bound: float = 5.0) -> torch.Tensor:
     return -torch.log((bound - scores).clamp(min=1e-6)) - torch.log((scores + bound).clamp(min=1e-6))
 
 
+@register_loss("focal", "pairs", "Focal BT with optional log-barrier (InternLM2)",
+               params={"gamma": LossParam("focal_gamma", 2.0),
+                       "barrier_weight": LossParam("focal_barrier_weight", 0.0,
+                                                   description="λ of the log-barrier (xtuner: 0.01; 0: off).")})
 def focal(chosen: torch.Tensor, rejected: torch.Tensor, gamma: float = 2.0, barrier_weight: float = 0.0,
           bound: float = 5.0) -> torch.Tensor:
     """Focal BT, §1.6 (InternLM2, arXiv 2403.17297; xtuner ``focal_loss``):
@@ -53,6 +63,9 @@ def focal(chosen: torch.Tensor, rejected: torch.Tensor, gamma: float = 2.0, barr
     return loss
 
 
+@register_loss("label_smoothing", "pairs", "Conservative BT (cDPO-style smoothing)",
+               params={"epsilon": LossParam("label_smoothing", 0.1, maximum=0.49,
+                                            description="ε, the assumed flip rate.")})
 def label_smoothing(chosen: torch.Tensor, rejected: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
     """Conservative BT / cDPO-style label smoothing, §1.7: L = −(1−ε) log σ(Δ) − ε log σ(−Δ).
 
@@ -62,6 +75,8 @@ def label_smoothing(chosen: torch.Tensor, rejected: torch.Tensor, epsilon: float
     return (-(1.0 - epsilon) * F.logsigmoid(delta) - epsilon * F.logsigmoid(-delta)).mean()
 
 
+@register_loss("robust_bt", "pairs", "Unbiased BT under flip rate ε (Chowdhury et al.)",
+               params={"epsilon": LossParam("robust_epsilon", 0.1, maximum=0.49)})
 def robust_bt(chosen: torch.Tensor, rejected: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
     """Unbiased ("robust") BT under flip rate ε, §1.7 (Chowdhury et al., arXiv 2403.00409 Eq. 7):
     L = [(1−ε)(−log σ(Δ)) − ε(−log σ(−Δ))] / (1 − 2ε).
@@ -70,6 +85,8 @@ def robust_bt(chosen: torch.Tensor, rejected: torch.Tensor, epsilon: float = 0.1
     return (((1.0 - epsilon) * -F.logsigmoid(delta) - epsilon * -F.logsigmoid(-delta)) / (1.0 - 2.0 * epsilon)).mean()
 
 
+@register_loss("bt_centered", "pairs", "BT + reward-centering regulariser (Eisenstein)",
+               params={"coefficient": LossParam("center_coefficient", 0.01)})
 def bt_centered(chosen: torch.Tensor, rejected: torch.Tensor, coefficient: float = 0.01) -> torch.Tensor:
     """BT plus the reward-centering regulariser, §1.8 (Eisenstein et al., arXiv 2312.09244 Eq. 2):
     L = −log σ(r_c − r_r) + η·(r_c + r_r)², η = 0.01 (TRL ``center_rewards_coefficient``).
@@ -77,6 +94,7 @@ def bt_centered(chosen: torch.Tensor, rejected: torch.Tensor, coefficient: float
     return bradley_terry(chosen, rejected) + coefficient * ((chosen + rejected) ** 2).mean()
 
 
+@register_loss("classification", "pairs", "Order-consistent classifier (Sun et al.)")
 def classification(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """Order-consistent per-response classifier, §1.11 (Sun et al., arXiv 2411.04991):
     L = −log σ(r(y_c)) − log(1 − σ(r(y_r))).
@@ -84,6 +102,9 @@ def classification(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor
     return (-F.logsigmoid(chosen) - F.logsigmoid(-rejected)).mean()
 
 
+@register_loss("triplet_aux", "pairs", "BT + triplet auxiliary on embeddings (exploratory)",
+               inputs=("chosen", "rejected", "h_chosen", "h_rejected", "h_prompt"), exploratory=True,
+               params={"margin": LossParam("triplet_margin", 1.0), "weight": LossParam("triplet_weight", 0.1)})
 def triplet_aux(chosen: torch.Tensor, rejected: torch.Tensor, h_chosen: torch.Tensor, h_rejected: torch.Tensor,
                 h_prompt: torch.Tensor, margin: float = 1.0, weight: float = 0.1) -> torch.Tensor:
     """EXPLORATORY, not a literature-standard RM loss (§1.10): BT plus a triplet term on pooled embeddings,

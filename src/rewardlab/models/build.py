@@ -20,6 +20,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from rewardlab.tensors import last_token_index, position_ids_from_mask
+
 # Post-hoc RM normalisation (§1.12) lives in the model's config.json under this key.
 NORMALISATION_KEY = "rewardlab_reward_normalisation"
 # Weights that turn a multi-attribute head into a scalar reward.
@@ -38,7 +40,10 @@ def build_tiny_gpt(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, n_lay
 
 
 def load_policy(path: str | Path, trust_remote_code: bool = False) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    """A causal LM folder as a policy (or a reference), dropout off (pitfall §6.3)."""
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    disable_dropout(model)
+    return model
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -79,12 +84,6 @@ def score_head(model: PreTrainedModel) -> torch.nn.Linear:
     if not isinstance(head, torch.nn.Linear):
         raise TypeError(f"{type(model).__name__} has no linear `score` head; cannot use it as a reward model")
     return head
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding, as ``generate`` computes them."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.clamp(min=0)
 
 
 def head_outputs(model: torch.nn.Module, input_ids: torch.Tensor,
@@ -130,12 +129,6 @@ def token_values(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask
     """The (combined) head applied at every position: V(s_t) for a value model initialised from the RM."""
     _, outputs = head_outputs(model, input_ids, attention_mask)
     return combine_heads(model, outputs)
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last non-pad token of each row (works for left and right padding)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask.long()).argmax(-1)
 
 
 def sequence_scores(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

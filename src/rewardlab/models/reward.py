@@ -12,11 +12,15 @@ or ``uwo`` (mean − λ·variance).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rewardlab.models.build import load_reward_model, reward_normalisation, sequence_scores
+from rewardlab.models.tokenizer import encode_prompt_responses
+from rewardlab.tensors import pad_right
 
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -67,3 +71,20 @@ class RewardScorer:
             return sequence_scores(self.models[0], input_ids, attention_mask).float()
         agg = self.normalised(input_ids, attention_mask)
         return agg * self.stds.mean().to(agg.device) + self.means.mean().to(agg.device)
+
+
+@torch.no_grad()
+def score_texts(score: torch.nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tokenizer: Any,
+                prompts: list[str], responses: list[str], device: torch.device | str,
+                batch_size: int = 512) -> torch.Tensor:
+    """Scores of prompt + response texts, in batches padded on the right: ``score`` is a reward model (its raw
+    r_φ(x, y)) or any function of (input_ids, attention_mask), e.g. a ``RewardScorer``'s ``normalised``."""
+    if isinstance(score, torch.nn.Module):
+        model = score.eval()
+        score = lambda ids, mask: sequence_scores(model, ids, mask)  # noqa: E731
+    sequences = encode_prompt_responses(tokenizer, prompts, responses)
+    out = []
+    for i in range(0, len(sequences), batch_size):
+        ids, mask = pad_right(sequences[i : i + batch_size], tokenizer.pad_token_id)
+        out.append(score(ids.to(device), mask.to(device)).float().cpu())
+    return torch.cat(out)

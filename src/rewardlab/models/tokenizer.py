@@ -1,26 +1,23 @@
-"""Tokenizers and text: the SentiGram word-level tokenizer (built locally, no download), and how a prompt and
-a response become one text, for the toy and for real data alike."""
+"""Tokenizers and text: a word-level tokenizer for a synthetic task's vocabulary (built locally, no download), and
+how a prompt and a response become one text and token ids, for the toy and for real data alike."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from rewardlab.tasks.sentigram import BOS, EOS, PAD, SEP, UNK
 
-
-def build_word_tokenizer(vocab: Sequence[str]) -> PreTrainedTokenizerFast:
-    """Whitespace-split words mapped one-to-one to ids; specials are the SentiGram ones."""
+def build_word_tokenizer(vocab: Sequence[str], special_tokens: Mapping[str, str]) -> PreTrainedTokenizerFast:
+    """Whitespace-split words mapped one-to-one to ids; ``special_tokens`` names the task's ``bos_token``,
+    ``eos_token``, ``pad_token``, ``unk_token`` (and optionally ``sep_token``), each a word of ``vocab``."""
     if len(set(vocab)) != len(vocab):
         raise ValueError("tokenizer vocabulary has duplicate tokens")
-    core = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(vocab)}, unk_token=UNK))
+    core = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(vocab)}, unk_token=special_tokens["unk_token"]))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK, sep_token=SEP
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **special_tokens)
     tokenizer.padding_side = "left"  # prompts are left-padded for batched generation
     return tokenizer
 
@@ -35,3 +32,8 @@ def join_text(prompt: str, response: str) -> str:
     if not prompt or not response or prompt[-1].isspace() or response[0].isspace():
         return prompt + response
     return f"{prompt} {response}"
+
+
+def encode_prompt_responses(tokenizer, prompts: list[str], responses: list[str]) -> list[list[int]]:
+    """Token ids of prompt + response (the same join the policy's rollouts produce)."""
+    return tokenizer([join_text(p, r) for p, r in zip(prompts, responses)], add_special_tokens=False)["input_ids"]

@@ -31,16 +31,6 @@ def last_valid_index(mask: torch.Tensor) -> torch.Tensor:
     return (positions * mask.long()).argmax(-1)
 
 
-def shaped_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
-    """r_t = −β·KL_t + 1[t = T_end]·score (rlhf-reference.md §2.0, Ziegler/TRL/N+/OpenRLHF).
-
-    ``score`` is (B,), already normalised and penalised for a missing EOS.
-    """
-    rewards = -kl_coef * kl * mask.to(kl.dtype)
-    end = last_valid_index(mask)
-    return rewards.scatter_add(1, end[:, None], score[:, None].to(rewards.dtype))
-
-
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
         lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation (Schulman et al., arXiv 1506.02438; reference §2.6).

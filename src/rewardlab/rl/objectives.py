@@ -1,6 +1,4 @@
-"""Policy and value objectives: per-token losses (the loop aggregates them, pitfall §6.6) and their
-token-mean forms. Tensors in, tensors out.
-"""
+"""Policy and value objectives: per-token losses (the loop aggregates them, pitfall §6.6). Tensors in, tensors out."""
 
 from __future__ import annotations
 
@@ -20,23 +18,11 @@ def clipped_surrogate_tokens(logp: torch.Tensor, old_logp: torch.Tensor, advanta
     return torch.maximum(unclipped, clipped), (clipped > unclipped).float()
 
 
-def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                      clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token mean of the clipped surrogate: L_pg = mean_t l_t. Returns (loss, clipfrac)."""
-    per_token, clipped = clipped_surrogate_tokens(logp, old_logp, advantages, clip)
-    return masked_mean(per_token, mask), masked_mean(clipped, mask)
-
-
 def policy_gradient_tokens(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     """REINFORCE per token (Williams 1992; reference §2.1): l_t = −Â_t·ρ_t, whose gradient at ρ = 1 is
     −Â_t ∇ log π_θ(y_t|s_t). Used on-policy (one step per rollout mini-batch), so no clipping.
     """
     return -advantages * torch.exp(logp - old_logp)
-
-
-def policy_gradient(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                    mask: torch.Tensor) -> torch.Tensor:
-    return masked_mean(policy_gradient_tokens(logp, old_logp, advantages), mask)
 
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -50,17 +36,3 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     loss = 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), mask)
     clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), mask)
     return loss, clipfrac
-
-
-class AdaptiveKLController:
-    """Ziegler et al. (arXiv 1909.08593) adaptive KL coefficient (reference §2.6):
-    e = clip(KL_obs/KL_target − 1, −0.2, 0.2); β ← β·(1 + e·n_steps/horizon).
-    """
-
-    def __init__(self, init: float, target: float, horizon: float):
-        self.value, self.target, self.horizon = init, target, horizon
-
-    def update(self, observed_kl: float, n_steps: int) -> float:
-        error = min(max(observed_kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n_steps / self.horizon
-        return self.value

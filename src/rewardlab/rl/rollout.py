@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from rewardlab.data.batching import pad_left
-from rewardlab.models.build import position_ids_from_mask
+from rewardlab.tensors import pad_left, position_ids_from_mask
 
 
 @dataclass
@@ -40,10 +39,6 @@ class Rollout:
     def select(self, index: torch.Tensor) -> Rollout:
         return Rollout(self.input_ids[index], self.attention_mask[index], self.prompt_width,
                        self.response_mask[index], self.has_eos[index])
-
-    def to(self, device: torch.device) -> Rollout:
-        return Rollout(self.input_ids.to(device), self.attention_mask.to(device), self.prompt_width,
-                       self.response_mask.to(device), self.has_eos.to(device))
 
 
 def truncate_after_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor,

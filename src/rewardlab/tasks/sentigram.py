@@ -16,8 +16,11 @@ extrapolates "more adjectives is better"), length (the gold penalises T > L*), a
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from rewardlab.tasks.registry import TASKS, Task
 
 PAD, BOS, EOS, SEP, UNK = "<pad>", "<bos>", "<eos>", "<sep>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, SEP, UNK]
@@ -297,3 +300,15 @@ def sample_prompt(rng: random.Random, cfg: GeneratorConfig = GeneratorConfig()) 
     topic = rng.choice(TOPICS)
     sentence = sample_sentence(rng, topic, cfg, deviations=False)
     return header(topic) + sentence[: rng.choice([2, 3])]
+
+
+SPECIALS = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "unk_token": UNK, "sep_token": SEP}
+
+
+def gold_config(task: Mapping[str, Any]) -> GoldConfig:
+    """The gold reward's settings from the config's ``task`` section (GoldConfig's defaults for keys it lacks)."""
+    keys = ("length_target", "length_penalty", "repeat_penalty", "missing_eos_penalty")
+    return GoldConfig(**{key: task[key] for key in keys if key in task})
+
+
+TASKS.add("sentigram", Task("sentigram", VOCAB, SPECIALS, sample_document, sample_prompt, gold_config, gold_credits))

@@ -1,10 +1,15 @@
 """Stage `policy`: optimise the SFT policy against a reward model with one shared RL loop.
 
-Each step: rollout (HF ``generate`` with a KV cache; G samples per prompt for group methods, plus a
-greedy rollout for ReMax) → score (the RM at the last non-pad token, normalised; optionally a composite
-with fluency and diversity; minus the missing-EOS penalty) → shape (how the score reaches the tokens:
-``rewardlab.rl.shaping``; the KL penalty in the reward or in the loss) → advantages (the algorithm's
-estimator) → update (the algorithm's objective, epochs × mini-batches, loss aggregation from the config).
+Each step, top to bottom (``PolicyTrainer.step``):
+
+1. ``rollout``: sample G responses per prompt (HF ``generate`` with a KV cache), plus a greedy rollout for
+   ReMax;
+2. ``score``: log-probs under the policy and the reference, the KL, and the reward signal
+   (``rewardlab.train.rl_reward``: the RM score, composite, missing-EOS penalty, shaped per token by
+   ``rewardlab.rl.shapings``), with −β·KL folded into the per-token reward when the KL is in the reward;
+3. ``advantages``: the algorithm's estimator (``rewardlab.rl.algorithms``), with critic values for PPO;
+4. ``update``: the algorithm's objective over epochs × mini-batches (+ value loss, KL in the loss, entropy);
+5. ``log``: one history row; the KL controller (which owns β) sees the step's KL.
 
 Outputs: the policy as a Hugging Face folder (``AutoModelForCausalLM``), history.csv (one row per
 logged step: reward_proxy, reward_gold, kl, kl_k3, entropy, length, eos_rate, repetition, distinct_2,
@@ -15,50 +20,29 @@ tenth of training averaged), run.json.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
+from rewardlab.checkpoint import python_rng_state, restore_training, save_training, set_python_rng_state
 from rewardlab.evaluate import metrics as M
-from rewardlab.models.build import (
-    load_policy,
-    load_reward_model,
-    position_ids_from_mask,
-    reward_normalisation,
-    token_values,
-)
-from rewardlab.models.reward import RewardScorer
-from rewardlab.rl import algorithms, shaping
+from rewardlab.evaluate.gold import gold_reward
+from rewardlab.models.build import load_policy, load_reward_model, reward_normalisation, token_values
+from rewardlab.rl import algorithms
 from rewardlab.rl.advantages import aggregate_loss, masked_mean, masked_whiten
 from rewardlab.rl.algorithms import Experience
-from rewardlab.rl.kl import kl_estimate
-from rewardlab.rl.objectives import AdaptiveKLController, clipped_value_loss
-from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, rows_to_lists, sample
-from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
-from rewardlab.tasks.gold import GoldReward, gold_reward
-from rewardlab.train.checkpoint import (
-    Checkpointer,
-    clear_checkpoint,
-    fingerprint,
-    python_rng_state,
-    restore_training,
-    save_training,
-    set_python_rng_state,
-)
-from rewardlab.train.common import (
-    checkpoint_steps,
-    is_main_process,
-    make_accelerator,
-    parse_config,
-    progress,
-    save_model_folder,
-    stage_parser,
-)
+from rewardlab.rl.kl import KLController, kl_estimate
+from rewardlab.rl.objectives import clipped_value_loss
+from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, sample
+from rewardlab.runinfo import read_jsonl
+from rewardlab.runner import Argument, Stage, StageContext, StageResult, optional_path
+from rewardlab.runtime import save_model_folder
+from rewardlab.train.rl_reward import RewardSignal, ScoredBatch, credit_spearman
 
 
 def policy_options(config: Mapping[str, Any], algo: str) -> dict[str, Any]:
@@ -68,296 +52,259 @@ def policy_options(config: Mapping[str, Any], algo: str) -> dict[str, Any]:
     return options
 
 
-def response_values(value_model, rollout: Rollout, mean: float, std: float) -> torch.Tensor:
-    """V(s_t) for each response token t: the head at the position before y_t, on the RM's normalised scale."""
-    values = token_values(value_model, rollout.input_ids, rollout.attention_mask).float()
-    return (values[:, rollout.prompt_width - 1 : -1] - mean) / std
+@dataclass
+class Batch:
+    """One step's rollout and everything computed about it before the update."""
+
+    rollout: Rollout
+    prompts: list[list[int]]
+    group: torch.Tensor  # (B,) prompt index within the step
+    mask: torch.Tensor  # (B, T) response tokens
+    old_logp: torch.Tensor
+    ref_logp: torch.Tensor
+    entropy: torch.Tensor
+    kl: torch.Tensor  # per token, the configured estimator
+    scored: ScoredBatch
+    rewards: torch.Tensor  # (B, T) shaped, with −β·KL when the KL is in the reward
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
 
 
-def pad_rows(rows: list[list[float]], width: int, device) -> torch.Tensor:
-    out = torch.zeros(len(rows), width, device=device)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row[:width], dtype=torch.float)
-    return out
+class Critic:
+    """PPO's value model: initialised from the RM (member 0), on the RM's normalised scale."""
+
+    def __init__(self, rm_dir: Path, lr: float):
+        self.model = load_reward_model(rm_dir)
+        self.mean, self.std = reward_normalisation(self.model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, eps=1e-5)
+
+    def values(self, rollout: Rollout) -> torch.Tensor:
+        """V(s_t) for each response token t: the head at the position before y_t."""
+        values = token_values(self.model, rollout.input_ids, rollout.attention_mask).float()
+        return (values[:, rollout.prompt_width - 1 : -1] - self.mean) / self.std
 
 
-class TaskReward:
-    """The sequence score and its per-token shaping for one rollout batch."""
+class PolicyTrainer:
+    def __init__(self, ctx: StageContext, algorithm: str, shaping: str, seed: int, data: Path, sft: Path, rm: Path,
+                 dpo: Path | None):
+        self.ctx, self.shaping_name = ctx, shaping
+        self.opts = opts = policy_options(ctx.config, algorithm)
+        accelerator, device = ctx.accelerator, ctx.device
+        self.tokenizer = AutoTokenizer.from_pretrained(sft)
+        self.gold = gold_reward(ctx.config, self.tokenizer, device)
+        self.prompts = self.tokenizer([r["prompt"] for r in read_jsonl(data / "prompts_train.jsonl")],
+                                      add_special_tokens=False)["input_ids"]
+        self.algo = algorithms.build(algorithm, opts)
+        self.group_size = opts["group_size"] if self.algo.needs_group else 1
+        policy = load_policy(sft)
+        self.reference = load_policy(sft).to(device).eval().requires_grad_(False)
+        self.reward = RewardSignal(ctx.config, opts, shaping, rm, self.gold, device, dpo, self.reference)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=opts["lr"], eps=1e-5)
+        self.policy, self.optimizer = accelerator.prepare(policy, optimizer)
+        self.critic = Critic(rm, opts["value_lr"]) if self.algo.uses_critic else None
+        if self.critic is not None:
+            self.critic.model, self.critic.optimizer = accelerator.prepare(self.critic.model, self.critic.optimizer)
+        self.prompt_rng = random.Random(seed)
+        self.kl = KLController(opts["kl_coef"], opts["kl_target"], opts["kl_horizon"])
+        self.samples_seen = 0
+        self.checkpointer = ctx.checkpointer(algorithm, shaping, seed, str(dpo))
+        self.start, self.history = self.restore()
 
-    def __init__(self, config: Mapping[str, Any], pcfg: Mapping[str, Any], shaping_name: str, rm_dir: Path,
-                 gold: GoldReward, device: torch.device, dpo_dir: Path | None = None,
-                 reference: torch.nn.Module | None = None):
-        self.pcfg, self.shaping, self.gold, self.device = pcfg, shaping_name, gold, device
-        self.composite = config["reward"]["composite"]
-        self.scorer = RewardScorer(rm_dir, device)
-        self.attention_model = self.dpo_model = None
-        self.reference = reference
-        if shaping_name == "dpo_implicit":
-            if dpo_dir is None:
-                raise ValueError("reward shaping dpo_implicit needs a DPO policy (--dpo)")
-            self.dpo_model = load_policy(dpo_dir).to(device).eval().requires_grad_(False)
-            self.dpo_beta = config["policy"]["dpo"]["beta"]
-        if shaping_name == "abc":  # attentions need the eager implementation
-            self.attention_model = AutoModelForSequenceClassification.from_pretrained(
-                rm_dir, attn_implementation="eager").to(device).eval()
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def _state(self) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
+        models = {"policy": self.ctx.accelerator.unwrap_model(self.policy)}
+        optimizers: dict[str, Any] = {"policy": self.optimizer}
+        if self.critic is not None:
+            models["value"] = self.ctx.accelerator.unwrap_model(self.critic.model)
+            optimizers["value"] = self.critic.optimizer
+        return models, optimizers
 
-    @torch.no_grad()
-    def __call__(self, rollout: Rollout, prompts: list[list[int]], ref_logp: torch.Tensor) -> dict[str, Any]:
-        mask = rollout.response_mask.float()
-        proxy = self.scorer.normalised(rollout.input_ids, rollout.attention_mask)
-        responses = rows_to_lists(rollout)
-        c = self.composite
-        score = c["task"] * proxy
-        if c["fluency"]:
-            score = score + c["fluency"] * masked_mean(ref_logp, mask, dim=-1)
-        if c["diversity"]:
-            score = score + c["diversity"] * torch.tensor([M.distinct_n([r], 2) for r in responses],
-                                                          device=proxy.device)
-        penalty = self.pcfg["missing_eos_penalty"] * (~rollout.has_eos).float()
-        credits = [self.gold.credits(p, r) for p, r in zip(prompts, responses)]
-        gold_credits = pad_rows(credits, mask.shape[1], self.device)
-        if self.shaping == "sparse":
-            task = shaping.sparse(score, mask)
-        elif self.shaping == "uniform":
-            task = shaping.uniform(score, mask)
-        elif self.shaping == "abc":
-            out = self.attention_model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                                       position_ids=position_ids_from_mask(rollout.attention_mask),
-                                       output_attentions=True)
-            weights = shaping.final_token_attention(out.attentions[-1], rollout.attention_mask, rollout.prompt_width)
-            task = shaping.attention_credit(score, weights, mask, self.pcfg["abc_beta"])
-        elif self.shaping == "prefix_difference":
-            # Normalised RM scores of every prefix (member 0): R(x, y_≤t), t = 0 … T, from one forward pass.
-            model = self.scorer.models[0]
-            mean, std = reward_normalisation(model)
-            values = (token_values(model, rollout.input_ids, rollout.attention_mask).float() - mean) / std
-            prefix = values[:, rollout.prompt_width - 1 :]
-            task = shaping.prefix_difference(prefix, mask)
-            # Composite extras are sequence-level: they stay sparse on top of the dense RM credit.
-            task = task + shaping.sparse(score - c["task"] * proxy, mask)
-        elif self.shaping == "dpo_implicit":
-            # r_t = β·log π_DPO(y_t|s_t)/π_ref(y_t|s_t) (Zhong et al., arXiv 2404.18922): the DPO policy's
-            # implicit token reward replaces the RM; its sum is the sequence score.
-            dpo_logp, _ = logprobs_and_entropy(self.dpo_model, rollout, 1.0)
-            ref_logp_t1, _ = logprobs_and_entropy(self.reference, rollout, 1.0)
-            task = self.dpo_beta * (dpo_logp - ref_logp_t1) * mask
-            score = task.sum(-1)
-        elif self.shaping == "oracle":
-            task = gold_credits  # the gold per-token credit, missing-EOS penalty included
-            penalty = torch.zeros_like(penalty)
-            score = gold_credits.sum(-1)
-        else:
-            raise ValueError(f"unknown reward shaping {self.shaping!r}")
-        task = task - shaping.sparse(penalty, mask)
-        return {"proxy": proxy, "score": score - penalty, "task": task, "gold_credits": gold_credits,
-                "gold": [float(sum(c)) for c in credits], "responses": responses}
+    def restore(self) -> tuple[int, list[dict]]:
+        start, history, extra = restore_training(self.checkpointer, *self._state())
+        if start:
+            set_python_rng_state(self.prompt_rng, extra["prompt_rng"])
+            self.kl.load_state_dict(extra["kl"])
+            self.samples_seen = extra["samples_seen"]
+            self.algo.load_state_dict(extra["algorithm_state"])
+        return start, history
 
+    def save(self, step: int) -> None:
+        save_training(self.checkpointer, step, *self._state(), self.history, {
+            "prompt_rng": python_rng_state(self.prompt_rng), "kl": self.kl.state_dict(),
+            "samples_seen": self.samples_seen, "algorithm_state": self.algo.state_dict()})
 
-def credit_spearman(task: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean over responses (≥ 3 tokens) of Spearman(r_t, g_t): how well dense credit matches the gold's."""
-    values = []
-    for r, g, m in zip(task.cpu(), gold.cpu(), mask.cpu().bool()):
-        if m.sum() >= 3:
-            rho = M.spearman(r[m].tolist(), g[m].tolist())
-            if not np.isnan(rho):
-                values.append(rho)
-    return float(np.mean(values)) if values else float("nan")
-
-
-def run(config: dict, algo_name: str, shaping_name: str, seed: int, data_dir: Path, sft_dir: Path, rm_dir: Path,
-        out: Path, threads: int = 1, dpo_dir: Path | None = None,
-        checkpoint_every: int = 0) -> tuple[dict, list[dict], str]:
-    pcfg, task_cfg = policy_options(config, algo_name), config["task"]
-    seed_everything(seed)
-    accelerator = make_accelerator(config, threads)
-    device = accelerator.device
-    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    gold = gold_reward(config, tokenizer, device)
-    prompts = tokenizer([r["prompt"] for r in read_jsonl(data_dir / "prompts_train.jsonl")],
-                        add_special_tokens=False)["input_ids"]
-
-    algo = algorithms.build(algo_name, pcfg)
-    group_size = pcfg["group_size"] if algo.needs_group else 1
-    policy = load_policy(sft_dir)
-    reference = load_policy(sft_dir).to(device).eval().requires_grad_(False)
-    task_reward = TaskReward(config, pcfg, shaping_name, rm_dir, gold, device, dpo_dir, reference)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=pcfg["lr"], eps=1e-5)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    value_model = value_optimizer = None
-    value_mean, value_std = 0.0, 1.0
-    if algo.uses_critic:
-        value_model = load_reward_model(rm_dir)  # member 0 of an ensemble
-        value_mean, value_std = reward_normalisation(value_model)
-        value_optimizer = torch.optim.Adam(value_model.parameters(), lr=pcfg["value_lr"], eps=1e-5)
-        value_model, value_optimizer = accelerator.prepare(value_model, value_optimizer)
-    rng = random.Random(seed)
-    temperature, estimator = pcfg["temperature"], pcfg["kl_estimator"]
-    kl_in_reward = pcfg["kl_in"] == "reward"
-    controller = (AdaptiveKLController(pcfg["kl_coef"], pcfg["kl_target"], pcfg["kl_horizon"])
-                  if pcfg["kl_target"] else None)
-    kl_coef = pcfg["kl_coef"]
-    samples_seen = 0
-    models = {"policy": accelerator.unwrap_model(policy)}
-    optimizers = {"policy": optimizer}
-    if value_model is not None:
-        models["value"] = accelerator.unwrap_model(value_model)
-        optimizers["value"] = value_optimizer
-    checkpointer = Checkpointer(out, checkpoint_steps(accelerator, checkpoint_every),
-                                fingerprint("policy", config, algo_name, shaping_name, seed, str(dpo_dir)))
-    start, history, extra = restore_training(checkpointer, models, optimizers)
-    if start:
-        set_python_rng_state(rng, extra["prompt_rng"])
-        kl_coef, samples_seen = extra["kl_coef"], extra["samples_seen"]
-        if controller is not None:
-            controller.value = kl_coef
-        vars(algo).update(extra["algorithm_state"])
-
-    def score_rollout(rollout: Rollout, batch_prompts: list[list[int]]):
-        """Log-probs, KL and shaped rewards of a rollout at the current policy (no grad)."""
-        logp, entropy = logprobs_and_entropy(policy, rollout, temperature)
-        with accelerator.autocast():  # the same precision as the policy (bf16 on a GPU): KL = 0 at π = π_ref
-            ref_logp, _ = logprobs_and_entropy(reference, rollout, temperature)
-        mask = rollout.response_mask.float()
-        kl = kl_estimate(logp, ref_logp, estimator) * mask
-        scored = task_reward(rollout, batch_prompts, ref_logp)
-        rewards = scored["task"] - (kl_coef * kl if kl_in_reward else 0.0)
-        if pcfg["whiten_rewards"]:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
-        return logp, ref_logp, entropy, mask, kl, scored, rewards
-
-    for step in progress(range(start + 1, pcfg["steps"] + 1), pcfg["steps"], f"policy[{algo_name}/{shaping_name}]",
-                         config.get("progress", True), initial=start):
-        chosen = rng.sample(range(len(prompts)), min(pcfg["prompts_per_step"], len(prompts)))
+    # --- one step, in order --------------------------------------------------------------------------------------
+    def rollout(self) -> tuple[Rollout, list[list[int]], torch.Tensor]:
+        accelerator = self.ctx.accelerator
+        chosen = self.prompt_rng.sample(range(len(self.prompts)), min(self.opts["prompts_per_step"], len(self.prompts)))
         # Several processes: each rolls out its share of the step's prompts; DDP averages the gradients.
         chosen = chosen[accelerator.process_index :: accelerator.num_processes]
-        batch_prompts = [prompts[i] for i in chosen for _ in range(group_size)]
-        group = torch.tensor([j for j in range(len(chosen)) for _ in range(group_size)], device=device)
-        generator_policy = accelerator.unwrap_model(policy)
-        rollout = sample(generator_policy, batch_prompts, max_new_tokens=task_cfg["max_new_tokens"],
-                         temperature=temperature, eos_id=eos_id, pad_id=pad_id, device=device)
-        samples_seen += len(batch_prompts) * accelerator.num_processes
-        with torch.no_grad():
-            old_logp, ref_logp, entropy, mask, kl, scored, rewards = score_rollout(rollout, batch_prompts)
-            baseline_score = None
-            if algo.needs_greedy:
-                greedy = sample(generator_policy, batch_prompts, max_new_tokens=task_cfg["max_new_tokens"],
-                                temperature=temperature, eos_id=eos_id, pad_id=pad_id, device=device, greedy=True)
-                *_, g_mask, _, _, g_rewards = score_rollout(greedy, batch_prompts)
-                baseline_score = (g_rewards * g_mask).sum(-1)
-            old_values = (response_values(value_model, rollout, value_mean, value_std) * mask
-                          if value_model is not None else None)
-            advantages, returns = algo.advantages(Experience(rewards=rewards, score=scored["score"], mask=mask,
-                                                             group=group, values=old_values,
-                                                             baseline_score=baseline_score))
+        prompts = [self.prompts[i] for i in chosen for _ in range(self.group_size)]
+        group = torch.tensor([j for j in range(len(chosen)) for _ in range(self.group_size)], device=self.ctx.device)
+        rollout = self.generate(prompts)
+        self.samples_seen += len(prompts) * accelerator.num_processes
+        return rollout, prompts, group
 
+    def generate(self, prompts: list[list[int]], greedy: bool = False) -> Rollout:
+        return sample(self.ctx.accelerator.unwrap_model(self.policy), prompts,
+                      max_new_tokens=self.ctx.config["task"]["max_new_tokens"], temperature=self.opts["temperature"],
+                      eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id, device=self.ctx.device,
+                      greedy=greedy)
+
+    @torch.no_grad()
+    def score(self, rollout: Rollout, prompts: list[list[int]], group: torch.Tensor) -> Batch:
+        """Log-probs, KL and shaped rewards of a rollout at the current policy."""
+        temperature = self.opts["temperature"]
+        logp, entropy = logprobs_and_entropy(self.policy, rollout, temperature)
+        with self.ctx.accelerator.autocast():  # the policy's precision (bf16 on a GPU): KL = 0 at π = π_ref
+            ref_logp, _ = logprobs_and_entropy(self.reference, rollout, temperature)
+        mask = rollout.response_mask.float()
+        kl = kl_estimate(logp, ref_logp, self.opts["kl_estimator"]) * mask
+        scored = self.reward(rollout, prompts, ref_logp)
+        rewards = scored.task - (self.kl.value * kl if self.opts["kl_in"] == "reward" else 0.0)
+        if self.opts["whiten_rewards"]:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        return Batch(rollout, prompts, group, mask, logp, ref_logp, entropy, kl, scored, rewards)
+
+    @torch.no_grad()
+    def advantages(self, batch: Batch) -> None:
+        baseline_score = None
+        if self.algo.needs_greedy:  # ReMax: the greedy response's return, under the same shaping
+            greedy = self.score(self.generate(batch.prompts, greedy=True), batch.prompts, batch.group)
+            baseline_score = (greedy.rewards * greedy.mask).sum(-1)
+        if self.critic is not None:
+            batch.old_values = self.critic.values(batch.rollout) * batch.mask
+        batch.advantages, batch.returns = self.algo.advantages(Experience(
+            rewards=batch.rewards, score=batch.scored.score, mask=batch.mask, group=batch.group,
+            values=batch.old_values, baseline_score=baseline_score))
+
+    def update(self, batch: Batch) -> dict[str, list[float]]:
+        """The algorithm's objective over its epochs × ``policy.minibatches`` mini-batches."""
         stats: dict[str, list[float]] = {}
-        n = len(batch_prompts)
-        size = -(-n // pcfg["minibatches"])
-        for _ in range(algo.update_epochs):
+        n = len(batch.prompts)
+        size = -(-n // self.opts["minibatches"])
+        for _ in range(self.algo.update_epochs):
             order = torch.randperm(n).tolist()
             for start in range(0, n, size):
-                idx = torch.tensor(order[start : start + size], device=device)
-                mb = rollout.select(idx)
-                mb_mask = mask[idx]
-                logp, mb_entropy = logprobs_and_entropy(policy, mb, temperature)
-                tokens, clipped = algo.policy_loss_tokens(logp, old_logp[idx], advantages[idx])
-                if not kl_in_reward:
-                    tokens = tokens + kl_coef * kl_estimate(logp, ref_logp[idx], estimator)
-                if pcfg["entropy_coef"]:
-                    tokens = tokens - pcfg["entropy_coef"] * mb_entropy
-                loss = aggregate_loss(tokens, mb_mask, pcfg["loss_aggregation"], task_cfg["max_new_tokens"])
-                record = {"pg_loss": loss.item()}
-                if clipped is not None:
-                    record["clipfrac"] = masked_mean(clipped, mb_mask).item()
-                if value_model is not None:
-                    values = response_values(value_model, mb, value_mean, value_std)
-                    vf_loss, vf_clip = clipped_value_loss(values, old_values[idx], returns[idx], mb_mask,
-                                                          pcfg["value_clip"])
-                    loss = loss + pcfg["vf_coef"] * vf_loss
-                    record.update(value_loss=vf_loss.item(), value_clipfrac=vf_clip.item())
-                accelerator.backward(loss)
-                record["grad_norm"] = float(accelerator.clip_grad_norm_(policy.parameters(), pcfg["max_grad_norm"]))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if value_model is not None:
-                    accelerator.clip_grad_norm_(value_model.parameters(), pcfg["max_grad_norm"])
-                    value_optimizer.step()
-                    value_optimizer.zero_grad(set_to_none=True)
+                record = self.minibatch_step(batch, torch.tensor(order[start : start + size], device=self.ctx.device))
                 for key, value in record.items():
                     stats.setdefault(key, []).append(value)
+        return stats
 
-        observed_kl = accelerator.reduce(kl_estimate(old_logp, ref_logp, "k1").mul(mask).sum(-1).mean(), "mean").item()
-        if step % pcfg["log_every"] == 0 or step == pcfg["steps"]:
-            responses = scored["responses"]
-            golds = scored["gold"]
-            bodies = [r[:-1] if r and r[-1] == eos_id else r for r in responses]
-            row = {
-                "step": step,
-                "samples": samples_seen,
-                "reward_proxy": scored["proxy"].mean().item(),
-                "reward_gold": sum(golds) / len(golds),
-                "score": scored["score"].mean().item(),
-                "kl": observed_kl,
-                "kl_k3": kl_estimate(old_logp, ref_logp, "k3").mul(mask).sum(-1).mean().item(),
-                "entropy": masked_mean(entropy, mask).item(),
-                "length": (rollout.lengths.float() - rollout.has_eos.float()).mean().item(),
-                "eos_rate": rollout.has_eos.float().mean().item(),
-                "repetition": M.repetition_rate(bodies),
-                "distinct_2": M.distinct_n(bodies, 2),
-                "kl_coef": kl_coef,
-            }
-            if shaping_name != "sparse":
-                row["credit_spearman"] = credit_spearman(scored["task"], scored["gold_credits"], mask)
-            if algo_name == "grpo":
-                row["frac_reward_zero_std"] = algo.frac_zero_std
-            row.update({k: sum(v) / len(v) for k, v in stats.items()})
-            if accelerator.num_processes > 1:  # the row over every process's rollouts
-                values = accelerator.reduce(torch.tensor(list(row.values()), device=device, dtype=torch.float64),
-                                            "mean")
-                row = dict(zip(row, values.tolist())) | {"step": step, "samples": samples_seen}
-            history.append(row)
-        if controller is not None:
-            kl_coef = controller.update(observed_kl, len(batch_prompts))
-        if checkpointer.due(step) and accelerator.is_main_process:
-            save_training(checkpointer, step, models, optimizers, history, {
-                "prompt_rng": python_rng_state(rng), "kl_coef": kl_coef, "samples_seen": samples_seen,
-                "algorithm_state": {k: v for k, v in vars(algo).items() if isinstance(v, (int, float, type(None)))},
-            })
+    def minibatch_step(self, batch: Batch, idx: torch.Tensor) -> dict[str, float]:
+        opts, accelerator = self.opts, self.ctx.accelerator
+        mb, mb_mask = batch.rollout.select(idx), batch.mask[idx]
+        logp, entropy = logprobs_and_entropy(self.policy, mb, opts["temperature"])
+        tokens, clipped = self.algo.policy_loss_tokens(logp, batch.old_logp[idx], batch.advantages[idx])
+        if opts["kl_in"] == "loss":
+            tokens = tokens + self.kl.value * kl_estimate(logp, batch.ref_logp[idx], opts["kl_estimator"])
+        if opts["entropy_coef"]:
+            tokens = tokens - opts["entropy_coef"] * entropy
+        loss = aggregate_loss(tokens, mb_mask, opts["loss_aggregation"], self.ctx.config["task"]["max_new_tokens"])
+        record = {"pg_loss": loss.item()}
+        if clipped is not None:
+            record["clipfrac"] = masked_mean(clipped, mb_mask).item()
+        if self.critic is not None:
+            vf_loss, vf_clip = clipped_value_loss(self.critic.values(mb), batch.old_values[idx], batch.returns[idx],
+                                                  mb_mask, opts["value_clip"])
+            loss = loss + opts["vf_coef"] * vf_loss
+            record.update(value_loss=vf_loss.item(), value_clipfrac=vf_clip.item())
+        accelerator.backward(loss)
+        record["grad_norm"] = float(accelerator.clip_grad_norm_(self.policy.parameters(), opts["max_grad_norm"]))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic is not None:
+            accelerator.clip_grad_norm_(self.critic.model.parameters(), opts["max_grad_norm"])
+            self.critic.optimizer.step()
+            self.critic.optimizer.zero_grad(set_to_none=True)
+        return record
 
-    save_model_folder(accelerator, policy, tokenizer, out)
+    def log(self, step: int, batch: Batch, stats: dict[str, list[float]], observed_kl: float) -> dict[str, float]:
+        """One history row: the rollout's rewards, KL and text statistics, the algorithm's and the update's."""
+        scored, mask, eos_id = batch.scored, batch.mask, self.tokenizer.eos_token_id
+        bodies = [r[:-1] if r and r[-1] == eos_id else r for r in scored.responses]
+        rollout = batch.rollout
+        row = {
+            "step": step, "samples": self.samples_seen,
+            "reward_proxy": scored.proxy.mean().item(), "reward_gold": sum(scored.gold) / len(scored.gold),
+            "score": scored.score.mean().item(), "kl": observed_kl,
+            "kl_k3": kl_estimate(batch.old_logp, batch.ref_logp, "k3").mul(mask).sum(-1).mean().item(),
+            "entropy": masked_mean(batch.entropy, mask).item(),
+            "length": (rollout.lengths.float() - rollout.has_eos.float()).mean().item(),
+            "eos_rate": rollout.has_eos.float().mean().item(),
+            "repetition": M.repetition_rate(bodies), "distinct_2": M.distinct_n(bodies, 2), "kl_coef": self.kl.value,
+        }
+        if self.shaping_name != "sparse":
+            row["credit_spearman"] = credit_spearman(scored.task, scored.gold_credits, mask)
+        row.update(self.algo.metrics())
+        row.update({k: sum(v) / len(v) for k, v in stats.items()})
+        accelerator = self.ctx.accelerator
+        if accelerator.num_processes > 1:  # the row over every process's rollouts
+            values = accelerator.reduce(torch.tensor(list(row.values()), device=self.ctx.device,
+                                                     dtype=torch.float64), "mean")
+            row = dict(zip(row, values.tolist())) | {"step": step, "samples": self.samples_seen}
+        return row
+
+    def observed_kl(self, batch: Batch) -> float:
+        """Σ_t k1 per response, mean over the batch and the processes: what the KL controller and logs see."""
+        kl = kl_estimate(batch.old_logp, batch.ref_logp, "k1").mul(batch.mask).sum(-1).mean()
+        return self.ctx.accelerator.reduce(kl, "mean").item()
+
+    def step(self, step: int) -> None:
+        rollout, prompts, group = self.rollout()
+        batch = self.score(rollout, prompts, group)
+        self.advantages(batch)
+        stats = self.update(batch)
+        observed_kl = self.observed_kl(batch)
+        if step % self.opts["log_every"] == 0 or step == self.opts["steps"]:
+            self.history.append(self.log(step, batch, stats, observed_kl))
+        self.kl.update(observed_kl, len(prompts))
+        if self.checkpointer.due(step) and self.ctx.accelerator.is_main_process:
+            self.save(step)
+
+    def train(self) -> list[dict]:
+        steps = self.opts["steps"]
+        bar = self.ctx.progress(steps, f"policy[{self.algo.name}/{self.shaping_name}]", initial=self.start)
+        for step in range(self.start + 1, steps + 1):
+            self.step(step)
+            bar.update(1)
+            if self.history:
+                bar.set_postfix(gold=f"{self.history[-1]['reward_gold']:.3f}", kl=f"{self.history[-1]['kl']:.2f}",
+                                refresh=False)
+        bar.close()
+        return self.history
+
+
+def tail_metrics(history: list[dict]) -> dict[str, float]:
+    """``train_<key>``: each logged quantity averaged over the last tenth of the run (NaN where all missing)."""
     tail = history[-max(1, len(history) // 10) :]
-    keys = [k for k in history[-1] if k not in ("step", "samples")]
-    def tail_mean(key: str) -> float:  # NaN when every value is missing (no gold reward on real data)
+    metrics = {}
+    for key in (k for k in history[-1] if k not in ("step", "samples")):
         values = [v for h in tail if not np.isnan(v := h.get(key, np.nan))]
-        return float(np.mean(values)) if values else float("nan")
-
-    metrics = {f"train_{k}": tail_mean(k) for k in keys}
-    metrics.update(steps=pcfg["steps"], samples=samples_seen)
-    return metrics, history, str(device)
+        metrics[f"train_{key}"] = float(np.mean(values)) if values else float("nan")
+    return metrics
 
 
-def main() -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--algorithm", required=True)
-    parser.add_argument("--shaping", default="sparse", choices=shaping.SHAPINGS)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--sft", required=True)
-    parser.add_argument("--rm", required=True)
-    parser.add_argument("--dpo", default=None, help="A DPO policy folder (for the dpo_implicit shaping).")
-    args = parser.parse_args()
-    config = parse_config(args.config)
-    started = time.time()
-    out = Path(args.out)
-    metrics, history, device = run(config, args.algorithm, args.shaping, args.seed, Path(args.data),
-                                   Path(args.sft), Path(args.rm), out, args.threads,
-                                   Path(args.dpo) if args.dpo else None, args.checkpoint_every)
-    if is_main_process():
-        finish_stage(out, "policy", config, args.seed, started, device, metrics, history,
-                     extra={"algorithm": args.algorithm, "shaping": args.shaping})
-        clear_checkpoint(out)
+def run(ctx: StageContext, algorithm: str, shaping: str, seed: int, data: Path, sft: Path, rm: Path,
+        dpo: Path | None = None) -> StageResult:
+    trainer = PolicyTrainer(ctx, algorithm, shaping, seed, data, sft, rm, dpo)
+    history = trainer.train()
+    save_model_folder(ctx.accelerator, trainer.policy, trainer.tokenizer, ctx.out)
+    metrics = tail_metrics(history) | {"steps": trainer.opts["steps"], "samples": trainer.samples_seen}
+    return StageResult(metrics, history, {"algorithm": algorithm, "shaping": shaping})
 
+
+STAGE = Stage("policy", run, (
+    Argument("--algorithm", str, "A registered online algorithm (rewardlab.rl.algorithms)."),
+    Argument("--shaping", str, "A registered reward shaping (rewardlab.rl.shapings).", required=False,
+             default="sparse"),
+    Argument("--seed", int),
+    Argument("--data", Path),
+    Argument("--sft", Path),
+    Argument("--rm", Path),
+    Argument("--dpo", optional_path, "A DPO policy folder (for shapings that need one).", required=False),
+), seed=lambda config, inputs: inputs["seed"], description=__doc__.splitlines()[0])
 
 if __name__ == "__main__":
-    main()
+    STAGE.main()

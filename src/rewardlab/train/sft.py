@@ -2,35 +2,24 @@
 
 Inputs: data/processed/<name>/{sft_train,sft_valid}.jsonl and tokenizer/.
 Outputs: the policy as a Hugging Face folder (safetensors), metrics.json (train_loss, valid_loss,
-valid_ppl, parameters), history.csv (step, epoch, train_loss, lr; valid_loss at epoch ends), run.json.
+valid_ppl, parameters), history.csv (step, epoch, loss, lr; valid_loss at epoch ends), run.json.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from rewardlab.data.batching import pad_right
 from rewardlab.models.build import build_tiny_gpt, count_parameters, disable_dropout
 from rewardlab.models.tokenizer import join_text
-from rewardlab.runinfo import finish_stage, read_jsonl, seed_everything
-from rewardlab.train.checkpoint import Checkpointer, clear_checkpoint, fingerprint, restore_training, save_training
-from rewardlab.train.common import (
-    checkpoint_steps,
-    epoch_batches,
-    is_main_process,
-    make_accelerator,
-    optimizer_step,
-    parse_config,
-    progress,
-    save_model_folder,
-    stage_parser,
-    warmup_linear_decay,
-)
+from rewardlab.runinfo import read_jsonl
+from rewardlab.runner import Argument, Stage, StageContext, StageResult
+from rewardlab.runtime import save_model_folder
+from rewardlab.tensors import pad_right
+from rewardlab.train.supervised import Schedule, tail_means, train_supervised
 
 TINY_GPT_KEYS = ("n_layer", "n_head", "n_embd", "n_positions")
 
@@ -98,92 +87,55 @@ def mean_loss(model: PreTrainedModel, docs: list[list[int]], pad_id: int, batch_
     return total / max(1, count)
 
 
-def run(config: dict, data_dir: Path, out: Path, threads: int = 1,
-        checkpoint_every: int = 0) -> tuple[dict, list[dict], str]:
-    sft = config["sft"]
-    seed_everything(sft["seed"])
-    accelerator = make_accelerator(config, threads)
-    tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
+def build_model(model_cfg: dict, tokenizer, longest: int) -> PreTrainedModel:
+    """The tiny GPT from scratch, sized by ``model``; refused when the longest document does not fit."""
+    if longest > model_cfg["n_positions"]:
+        raise SystemExit(f"model.n_positions: {model_cfg['n_positions']} is shorter than the longest "
+                         f"SFT document ({longest} tokens)")
+    return build_tiny_gpt(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                          **{k: model_cfg[k] for k in TINY_GPT_KEYS})
+
+
+def run(ctx: StageContext, data: Path) -> StageResult:
+    config, sft = ctx.config, ctx.config["sft"]
+    accelerator = ctx.accelerator
+    tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
     model_cfg = config["model"]
     pretrained = bool(model_cfg.get("name_or_path"))
-    train_prompt_lengths = valid_prompt_lengths = None
+    train_rows, valid_rows = read_jsonl(data / "sft_train.jsonl"), read_jsonl(data / "sft_valid.jsonl")
+    train_lengths = valid_lengths = None
     if pretrained:
-        train_docs, train_prompt_lengths = encode_pretrained_documents(tokenizer,
-                                                                       read_jsonl(data_dir / "sft_train.jsonl"))
-        valid_docs, valid_prompt_lengths = encode_pretrained_documents(tokenizer,
-                                                                       read_jsonl(data_dir / "sft_valid.jsonl"))
+        train_docs, train_lengths = encode_pretrained_documents(tokenizer, train_rows)
+        valid_docs, valid_lengths = encode_pretrained_documents(tokenizer, valid_rows)
         model = load_pretrained_policy(model_cfg, tokenizer)
     else:
-        train_docs = encode_documents(tokenizer, read_jsonl(data_dir / "sft_train.jsonl"))
-        valid_docs = encode_documents(tokenizer, read_jsonl(data_dir / "sft_valid.jsonl"))
-        longest = max(len(d) for d in train_docs)
-        if longest > model_cfg["n_positions"]:
-            raise SystemExit(f"model.n_positions: {model_cfg['n_positions']} is shorter than the longest "
-                             f"SFT document ({longest} tokens)")
-        model = build_tiny_gpt(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
-                               tokenizer.eos_token_id, **{k: model_cfg[k] for k in TINY_GPT_KEYS})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=sft["lr"], weight_decay=sft["weight_decay"])
-    steps_per_epoch = math.ceil(len(train_docs) / sft["batch_size"])
-    total = steps_per_epoch * sft["epochs"]
-    scheduler = warmup_linear_decay(optimizer, total, sft["warmup_ratio"])
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-    checkpointer = Checkpointer(out, checkpoint_steps(accelerator, checkpoint_every), fingerprint("sft", config))
-    optimizers = {"optimizer": optimizer, "scheduler": scheduler}
-    start, history, _ = restore_training(checkpointer, {"model": unwrapped}, optimizers)
+        train_docs, valid_docs = encode_documents(tokenizer, train_rows), encode_documents(tokenizer, valid_rows)
+        model = build_model(model_cfg, tokenizer, max(len(d) for d in train_docs))
+    pad_id = tokenizer.pad_token_id
 
-    bar = iter(progress(range(start, total), total, "sft", config.get("progress", True), initial=start))
-    model.train()
-    step = start
-    for step, epoch, indices, epoch_end in epoch_batches(len(train_docs), sft["batch_size"], sft["epochs"],
-                                                          sft["seed"], start, accelerator.process_index,
-                                                          accelerator.num_processes):
-        lengths = [train_prompt_lengths[j] for j in indices] if train_prompt_lengths is not None else None
-        batch = lm_batch([train_docs[j] for j in indices], tokenizer.pad_token_id, lengths)
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        loss = model(**batch).loss
-        optimizer_step(accelerator, loss, optimizer, scheduler)
-        next(bar, None)
-        history.append({"step": step, "epoch": epoch,
-                        "train_loss": accelerator.reduce(loss.detach(), "mean").item(),
-                        "lr": scheduler.get_last_lr()[0]})
-        if epoch_end:
-            history[-1]["valid_loss"] = mean_loss(model, valid_docs, tokenizer.pad_token_id, 64, accelerator.device,
-                                                  valid_prompt_lengths)
-        if checkpointer.due(step) and accelerator.is_main_process:
-            save_training(checkpointer, step, {"model": unwrapped}, optimizers, history)
-        accelerator.wait_for_everyone()
+    def step(model: torch.nn.Module, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        lengths = [train_lengths[j] for j in indices] if train_lengths is not None else None
+        batch = lm_batch([train_docs[j] for j in indices], pad_id, lengths)
+        return model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss, {}
 
-    if history:
-        valid = history[-1]["valid_loss"]
-    else:  # sft.epochs: 0 — the pretrained model is the SFT policy as it is
-        valid = mean_loss(model, valid_docs, tokenizer.pad_token_id, 64, accelerator.device, valid_prompt_lengths)
+    def validate(model: torch.nn.Module) -> dict[str, float]:
+        return {"valid_loss": mean_loss(model, valid_docs, pad_id, 64, accelerator.device, valid_lengths)}
+
+    schedule = Schedule(len(train_docs), sft["batch_size"], sft["epochs"], sft["seed"], sft["lr"],
+                        sft["weight_decay"], sft["warmup_ratio"])
+    model, history = train_supervised(ctx, model, schedule, step, "sft", ctx.checkpointer(), validate)
+    # sft.epochs: 0 keeps the pretrained model as it is: it is the SFT policy
+    valid = history[-1]["valid_loss"] if history else validate(model)["valid_loss"]
     if pretrained and model_cfg["lora"]["r"]:  # LoRA adapters merged: downstream stages load a plain model
         model = accelerator.unwrap_model(model).merge_and_unload()
-        unwrapped = model
-    save_model_folder(accelerator, model, tokenizer, out)
-    tail = history[-min(50, len(history)) :]
-    return {
-        "train_loss": sum(h["train_loss"] for h in tail) / len(tail) if tail else float("nan"),
-        "valid_loss": valid,
-        "valid_ppl": math.exp(valid),
-        "parameters": count_parameters(unwrapped),
-        "steps": step,
-    }, history, str(accelerator.device)
+    save_model_folder(accelerator, model, tokenizer, ctx.out)
+    return StageResult({"train_loss": tail_means(history, ["loss"])["loss"], "valid_loss": valid,
+                        "valid_ppl": math.exp(valid), "parameters": count_parameters(accelerator.unwrap_model(model)),
+                        "steps": history[-1]["step"] if history else 0}, history)
 
 
-def main() -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="data/processed/<name>/")
-    args = parser.parse_args()
-    config = parse_config(args.config)
-    started = time.time()
-    out = Path(args.out)
-    metrics, history, device = run(config, Path(args.data), out, args.threads, args.checkpoint_every)
-    if is_main_process():
-        finish_stage(out, "sft", config, config["sft"]["seed"], started, device, metrics, history)
-        clear_checkpoint(out)
-
+STAGE = Stage("sft", run, (Argument("--data", Path, "data/processed/<name>/"),),
+              seed=lambda config, inputs: config["sft"]["seed"], description=__doc__.splitlines()[0])
 
 if __name__ == "__main__":
-    main()
+    STAGE.main()

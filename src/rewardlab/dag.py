@@ -1,0 +1,97 @@
+"""What the Snakefile (``workflow/rules/*.smk``) and ``dvc.yaml`` share about the DAG, in Python so that both —
+and the tests that keep them in step — read one definition:
+
+* ``STAGE_KEYS``: the config keys each stage reads. A stage's ``--config`` (and its Snakemake params, and its
+  DVC params) is only that slice, so changing a key reruns the stages that read it, and nothing else;
+* the sweep lists by kind, from the registries: online and offline algorithms, the label file each loss
+  reads, the shapings that need a DPO policy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from rewardlab.config import is_real_data
+
+COMMON_KEYS = ("device", "precision", "progress")
+# The config each stage reads: whole sections, or "section.key" for single keys. Sweep lists (seeds,
+# reward.losses, policy.algorithms, policy.shapings, labels.flip_rate) are wildcards, not parameters.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "preprocess": ("data", "task.name"),
+    "sft": ("model", "sft"),
+    "pool": ("labels.num_prompts", "labels.samples_per_prompt", "labels.sampling_temperature", "labels.seed",
+             "task", "bon"),
+    "label": ("labels.temperature", "labels.margin_scale", "labels.rating_noise", "labels.seed"),
+    "reward": ("reward", "evaluate.seed", "evaluate.calibration_bins"),  # it evaluates its model too
+    "policy": ("policy", "task", "reward.composite", "data.source", "evaluate.gold_model", "model.trust_remote_code"),
+    "evaluate": ("evaluate", "task", "data.source", "model.trust_remote_code"),
+}
+# Real data: preprocess reads the model (its tokenizer and chat template) and the task is not used.
+REAL_STAGE_KEYS = {"preprocess": ("data", "model")}
+# Keys a section's slice leaves out: sweeps, and what another stage reads.
+EXCLUDED = {"reward": ("losses", "composite"), "policy": ("algorithms", "shapings")}
+# The tiny GPT's stages do not read the pretrained-model keys: changing them reruns nothing.
+PRETRAINED_KEYS = ("name_or_path", "trust_remote_code", "max_length", "gradient_checkpointing", "lora")
+
+
+def stage_keys(config: Mapping[str, Any], stage: str) -> tuple[str, ...]:
+    return (REAL_STAGE_KEYS.get(stage) if is_real_data(config) else None) or STAGE_KEYS[stage]
+
+
+def excluded(config: Mapping[str, Any], section: str) -> tuple[str, ...]:
+    if section == "model" and not is_real_data(config):
+        return PRETRAINED_KEYS
+    return EXCLUDED.get(section, ())
+
+
+def stage_slice(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The stage's slice of the validated config."""
+    sliced: dict[str, Any] = {}
+    for key in COMMON_KEYS + stage_keys(config, stage):
+        section, _, sub = key.partition(".")
+        if sub:
+            if sub in config[section]:  # optional keys (data.source, evaluate.gold_model) only when set
+                sliced.setdefault(section, {})[sub] = config[section][sub]
+        elif isinstance(config[section], dict):
+            skip = excluded(config, section)
+            sliced[section] = {k: v for k, v in config[section].items() if k not in skip}
+        else:
+            sliced[section] = config[section]
+    return sliced
+
+
+def stage_config(config: Mapping[str, Any], stage: str) -> str:
+    """The slice as JSON (the rules pass it quoted on the command line)."""
+    return json.dumps(stage_slice(config, stage), sort_keys=True)
+
+
+def online_algorithms(config: Mapping[str, Any]) -> list[str]:
+    from rewardlab.rl.algorithms import ALGORITHMS
+
+    return [a for a in config["policy"]["algorithms"] if a in ALGORITHMS]
+
+
+def offline_algorithms(config: Mapping[str, Any]) -> list[str]:
+    """Objectives trained on the preference pairs, not against the reward model (DPO, IPO, cDPO)."""
+    from rewardlab.rl.offline import OFFLINE
+
+    return [a for a in config["policy"]["algorithms"] if a in OFFLINE]
+
+
+def label_file(loss: str) -> str:
+    """The label set a loss consumes (pairs, rankings or ratings)."""
+    from rewardlab.losses.registry import LOSSES
+
+    return LOSSES.get(loss).label_file
+
+
+def needs_dpo_policy(shaping: str) -> bool:
+    from rewardlab.rl.shapings import SHAPINGS
+
+    return "dpo_policy" in SHAPINGS.get(shaping).needs
+
+
+def dpo_shapings(config: Mapping[str, Any]) -> list[str]:
+    return [s for s in config["policy"]["shapings"] if needs_dpo_policy(s)]

@@ -1,0 +1,27 @@
+"""UltraFeedback binarized, HuggingFaceH4's parquet or jsonl rows (rlhf-reference.md §5.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rewardlab.data.readers import register_reader
+from rewardlab.data.records import Tie, field, messages, preference_pair, turn
+
+
+@register_reader("ultrafeedback_binarized")
+def ultrafeedback_binarized(row: Mapping[str, Any], split: str) -> dict[str, Any]:
+    chosen = messages(field(row, "chosen"), "chosen")
+    rejected = messages(field(row, "rejected"), "rejected")
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+        raise ValueError("chosen and rejected must end with an assistant turn")
+    prompt = chosen[:-1] or turn("user", field(row, "prompt"))
+    sc, sr = row.get("score_chosen"), row.get("score_rejected")
+    margin = None
+    if sc is not None and sr is not None:
+        sc, sr = float(sc), float(sr)
+        if sc == sr:
+            raise Tie("equal scores")
+        margin = sc - sr
+    return preference_pair(prompt, chosen[-1:], rejected[-1:], margin=margin, score_chosen=sc, score_rejected=sr,
+                           source="ultrafeedback_binarized", split=split)

@@ -1,0 +1,114 @@
+"""What every stage shares at run time: the Accelerator, threads, progress bars, mini-batch order, the
+learning-rate schedule, one optimiser step, and saving a model folder from any number of processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from tqdm.auto import tqdm
+
+
+def make_accelerator(config: dict[str, Any], threads: int) -> Accelerator:
+    """One Accelerator per stage: the same loop runs on CPU, one GPU or several (architecture.md §3)."""
+    torch.set_num_threads(max(1, threads))
+    device = config.get("device", "auto")
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("device: cuda was asked for but torch sees no CUDA device")
+    precision = config.get("precision", "fp32")
+    if cpu and precision != "fp32":
+        raise SystemExit(f"precision: {precision} needs a GPU; set precision: fp32 on CPU")
+    # Every process takes its share of the same global batch (epoch_batches), so the schedule advances once
+    # per step, as in a single process (split_batches; by default Accelerate steps it once per process).
+    return Accelerator(cpu=cpu, mixed_precision="no" if precision == "fp32" else precision,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def is_main_process() -> bool:
+    """True in a single process, and in rank 0 of an ``accelerate launch`` (the one that writes outputs)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) -> tqdm:
+    """A tqdm bar with rate and ETA on stderr (the job's log under Snakemake); ``initial`` for a resumed run.
+    Advanced by hand (``update(1)`` after each step), so it reaches 100 % with the last step."""
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, disable=not enabled or not is_main_process(), dynamic_ncols=interactive,
+                initial=initial, mininterval=0.5 if interactive else 10.0, file=sys.stderr)
+
+
+class EpochBatch(NamedTuple):
+    step: int  # 1-based, counted over all epochs
+    epoch: int
+    indices: list[int]  # this process's share of the batch
+    epoch_end: bool
+
+
+def epoch_batches(size: int, batch_size: int, epochs: int, seed: int, start_step: int = 0, rank: int = 0,
+                  world: int = 1) -> Iterator[EpochBatch]:
+    """Mini-batches of ``range(size)`` over epochs, shuffled by a generator seeded from (seed, epoch).
+
+    Each epoch's order depends only on the seed and the epoch, so a run resumed at ``start_step`` sees exactly
+    the batches an uninterrupted run would have seen next. With several processes, process ``rank`` of
+    ``world`` takes every world-th example of each batch (DDP averages the gradients of the shares).
+    """
+    step = 0
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(size, generator=generator).tolist()
+        for start in range(0, size, batch_size):
+            step += 1
+            if step > start_step:
+                yield EpochBatch(step, epoch, order[start : start + batch_size][rank::world],
+                                 start + batch_size >= size)
+
+
+def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int,
+                        warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = max(1, math.ceil(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(accelerator: Accelerator, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One supervised update: backward through Accelerate, step the optimiser and the schedule, clear grads."""
+    accelerator.backward(loss)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def save_model_folder(accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any, out: Path | str) -> None:
+    """The trained model and its tokenizer as a Hugging Face folder (safetensors), written by the main process.
+
+    The state dict is gathered on every process first (``get_state_dict``), so DeepSpeed ZeRO-3 and FSDP
+    shards are assembled into whole weights; under one process or DDP it is the model's own.
+    """
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(out, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    accelerator.wait_for_everyone()
+
+
+def checkpoint_steps(accelerator: Accelerator, every: int) -> int:
+    """Checkpoint interval for this run: resumable checkpoints hold whole weights and optimiser states, which
+    sharded runs (DeepSpeed, FSDP) do not have on one process, so those run without (with a message)."""
+    sharded = accelerator.distributed_type.name in ("DEEPSPEED", "FSDP")
+    if every and sharded and accelerator.is_main_process:
+        print(f"checkpoint_every: off under {accelerator.distributed_type.name} (sharded states); the stage "
+              "restarts from the beginning if killed", file=sys.stderr)
+    return 0 if sharded else every

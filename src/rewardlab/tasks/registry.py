@@ -1,0 +1,30 @@
+"""The task registry: a synthetic task with a programmatic gold reward registers itself here (``task.name``).
+
+A task gives what the DAG needs from it: a word vocabulary and its special tokens (the tokenizer is built
+from them, nothing is downloaded), a generator of SFT documents and of clean prompts, and the gold reward as
+per-token credits g_t with R*(x, y) = Σ_t g_t (its settings from the config's ``task`` section). Pure: no
+file, no model, no config reading beyond the mapping it is handed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rewardlab.registry import Registry
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    vocab: Sequence[str]
+    special_tokens: Mapping[str, str]  # bos_token, eos_token, pad_token, unk_token, sep_token → token
+    sample_document: Callable[[random.Random], tuple[list[str], list[str]]]  # (prompt, completion) tokens
+    sample_prompt: Callable[[random.Random], list[str]]
+    gold_config: Callable[[Mapping[str, Any]], Any]  # the config's ``task`` section → the gold's settings
+    gold_credits: Callable[[Sequence[str], Sequence[str], Any], list[float]]  # (prompt, response, settings)
+
+
+TASKS: Registry[Task] = Registry("task", "rewardlab.tasks")
