@@ -67,6 +67,31 @@ def test_params_exist_in_the_schema_and_in_the_params_file():
                     node, value = node["properties"][part], value[part]
 
 
+def test_dvc_params_cover_every_key_each_stage_reads():
+    """The Snakefile passes each stage its slice of the config (rewardlab.dag.STAGE_KEYS); DVC must track the
+    same keys, or a changed key would rerun under Snakemake and not under `dvc repro` (the drift that left
+    labels.seed out of the pool and label stages). DVC can only track keys written in the params file."""
+    from rewardlab import dag
+
+    config = C.load(ROOT / "config/config.yaml")
+    written = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    params: dict[str, set[str]] = {}
+    for name, stage in expanded_stages():
+        for group in stage.get("params", []):
+            params.setdefault(name, set()).update(group["config/config.yaml"])
+    for stage in dag.STAGE_KEYS:
+        reads = set()
+        for key in dag.stage_keys(config, stage):
+            section, _, sub = key.partition(".")
+            if sub:
+                reads.add(key)
+            elif isinstance(config[section], dict):
+                reads |= {f"{section}.{k}" for k in config[section] if k not in dag.excluded(config, section)}
+        reads = {k for k in reads if k.split(".")[1] in (written.get(k.split(".")[0]) or {})}
+        missing = sorted(k for k in reads if not any(k == p or k.startswith(p + ".") for p in params[stage]))
+        assert not missing, f"dvc.yaml stage {stage} does not track {missing}"
+
+
 def test_every_dvc_output_is_a_snakemake_output():
     files = []
     for _, stage in expanded_stages():

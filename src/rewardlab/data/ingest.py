@@ -69,16 +69,12 @@ def _pairs_only(records: list[dict[str, Any]], path: str) -> list[dict[str, Any]
     return records
 
 
-def run(ctx: StageContext) -> StageResult:
-    config, out = ctx.config, ctx.out
-    source, data = config["data"]["source"], config["data"]
-    model = config["model"]
+def read_splits(source: dict[str, Any], data: dict[str, Any], counts: Counter) -> tuple[list, list]:
+    """Training and held-out records: the test file, or a seeded ``test_fraction`` of the training file."""
     for key in ("path", "test_path", "sft_path"):
         if source.get(key) and not Path(source[key]).is_file():
             raise SystemExit(f"data.source.{key}: {source[key]} does not exist (place the files locally; nothing "
                              "is downloaded)")
-    tokenizer = load_tokenizer(model["name_or_path"], model["trust_remote_code"])
-    counts: Counter = Counter()
     try:
         train = _pairs_only(read_records(source["path"], source["format"], "train", data["on_bad_row"], counts),
                             source["path"])
@@ -86,27 +82,32 @@ def run(ctx: StageContext) -> StageResult:
             test = _pairs_only(read_records(source["test_path"], source["format"], "test", data["on_bad_row"],
                                             counts), source["test_path"])
         else:
-            rng = random.Random(data["seed"])
             order = list(range(len(train)))
-            rng.shuffle(order)
+            random.Random(data["seed"]).shuffle(order)
             n_test = max(1, round(len(train) * source["test_fraction"]))
             test = [train[i] for i in sorted(order[:n_test])]
             train = [train[i] for i in sorted(order[n_test:])]
     except BadRow as err:
         raise SystemExit(f"data.source: {err} (set data.on_bad_row: skip to skip such rows and count them)") from err
-    if source.get("max_rows"):
-        train = train[: source["max_rows"]]
+    return (train[: source["max_rows"]] if source.get("max_rows") else train), test
 
-    def length(prompt: str, response: str) -> int:
-        return len(tokenizer(join_text(prompt, response), add_special_tokens=False)["input_ids"])
 
-    def rendered(pairs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+class Renderer:
+    """Prompts through the model's chat template, and lengths in its tokens against ``model.max_length``."""
+
+    def __init__(self, tokenizer: Any, max_length: int, counts: Counter):
+        self.tokenizer, self.max_length, self.counts = tokenizer, max_length, counts
+
+    def length(self, prompt: str, response: str) -> int:
+        return len(self.tokenizer(join_text(prompt, response), add_special_tokens=False)["input_ids"])
+
+    def pairs(self, pairs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
         rows = []
         for pair in pairs:
-            prompt = render_prompt(tokenizer, pair["prompt"])
+            prompt = render_prompt(self.tokenizer, pair["prompt"])
             chosen, rejected = _response(pair["chosen"]), _response(pair["rejected"])
-            if max(length(prompt, chosen), length(prompt, rejected)) > model["max_length"]:
-                counts[f"pairs_too_long_{split}"] += 1
+            if max(self.length(prompt, chosen), self.length(prompt, rejected)) > self.max_length:
+                self.counts[f"pairs_too_long_{split}"] += 1
                 continue
             rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
                          "score_chosen": pair["score_chosen"], "score_rejected": pair["score_rejected"],
@@ -114,27 +115,27 @@ def run(ctx: StageContext) -> StageResult:
                          **({"strength": pair["strength"]} if pair["strength"] is not None else {})})
         return rows
 
-    train_rows, test_rows = rendered(train, "train"), rendered(test, "test")
-    if not train_rows or not test_rows:
-        raise SystemExit(f"data.source: {len(train_rows)} training and {len(test_rows)} held-out pairs are left "
-                         f"after adapters and length filtering (model.max_length {model['max_length']}); too few")
+    def sft_documents(self, sft_path: str | None, train_rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """SFT documents from ``sft_path`` (TRL prompt-completion rows) or the chosen responses; too long dropped."""
+        if sft_path:
+            documents = []
+            for number, row in enumerate(read_jsonl(sft_path), start=1):
+                if not isinstance(row.get("prompt"), (str, list)) or not isinstance(row.get("completion"), str):
+                    raise SystemExit(f"data.source.sft_path: {sft_path}: row {number}: expected "
+                                     "{\"prompt\": str or messages, \"completion\": str}")
+                prompt = row["prompt"]
+                messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+                documents.append({"prompt": render_prompt(self.tokenizer, messages),
+                                  "completion": row["completion"].strip()})
+        else:
+            documents = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in train_rows]
+        kept = [d for d in documents if self.length(d["prompt"], d["completion"]) <= self.max_length]
+        self.counts["sft_too_long"] = len(documents) - len(kept)
+        return kept
 
-    if source.get("sft_path"):
-        documents = []
-        for number, row in enumerate(read_jsonl(source["sft_path"]), start=1):
-            if not isinstance(row.get("prompt"), (str, list)) or not isinstance(row.get("completion"), str):
-                raise SystemExit(f"data.source.sft_path: {source['sft_path']}: row {number}: expected "
-                                 "{\"prompt\": str or messages, \"completion\": str}")
-            prompt = row["prompt"]
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            documents.append({"prompt": render_prompt(tokenizer, messages), "completion": row["completion"].strip()})
-    else:
-        documents = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in train_rows]
-    kept = [d for d in documents if length(d["prompt"], d["completion"]) <= model["max_length"]]
-    counts["sft_too_long"] = len(documents) - len(kept)
-    n_valid = max(1, len(kept) // 20)
-    sft_valid, sft_train = kept[:n_valid], kept[n_valid:] or kept
 
+def write_outputs(out: Path, train_rows: list[dict], test_rows: list[dict], sft_train: list[dict],
+                  sft_valid: list[dict], tokenizer: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "pairs_train.jsonl", [ultrafeedback_row(r) for r in train_rows])
     write_jsonl(out / "pairs_test.jsonl", [ultrafeedback_row(r) for r in test_rows])
@@ -145,7 +146,23 @@ def run(ctx: StageContext) -> StageResult:
     write_jsonl(out / "pool/train.jsonl", [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]}
                                            for r in train_rows])
     tokenizer.save_pretrained(out / "tokenizer")
-    lengths = [length(r["prompt"], r["chosen"]) for r in train_rows]
+
+
+def run(ctx: StageContext) -> StageResult:
+    source, data, model = ctx.config["data"]["source"], ctx.config["data"], ctx.config["model"]
+    counts: Counter = Counter()
+    tokenizer = load_tokenizer(model["name_or_path"], model["trust_remote_code"])
+    train, test = read_splits(source, data, counts)
+    render = Renderer(tokenizer, model["max_length"], counts)
+    train_rows, test_rows = render.pairs(train, "train"), render.pairs(test, "test")
+    if not train_rows or not test_rows:
+        raise SystemExit(f"data.source: {len(train_rows)} training and {len(test_rows)} held-out pairs are left "
+                         f"after adapters and length filtering (model.max_length {model['max_length']}); too few")
+    kept = render.sft_documents(source.get("sft_path"), train_rows)
+    n_valid = max(1, len(kept) // 20)
+    sft_valid, sft_train = kept[:n_valid], kept[n_valid:] or kept
+    write_outputs(ctx.out, train_rows, test_rows, sft_train, sft_valid, tokenizer)
+    lengths = [render.length(r["prompt"], r["chosen"]) for r in train_rows]
     return StageResult({
         "rows_read": counts["rows_read"],
         "rows_skipped": counts["rows_skipped"],

@@ -12,6 +12,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
+    """Lay the figure out (inside ``rect`` when a legend sits beside the axes), write it, and free it."""
+    fig.tight_layout(**({"rect": rect} if rect else {}))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def label_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def calibration_plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
     """Accuracy per confidence bin against the diagonal (N+ ``rm_eval_calibration``; reference §3.5)."""
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -22,9 +37,7 @@ def calibration_plot(tables: dict[str, pd.DataFrame], path: Path) -> None:
     ax.set_ylabel("accuracy against labels")
     ax.set_title("Reward-model calibration (held-out pairs)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _seed_groups(tables: dict[str, pd.DataFrame]) -> dict[str, list[pd.DataFrame]]:
@@ -65,9 +78,7 @@ def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
         ax.grid(alpha=0.3)
     if grouped:
         fig.legend(fontsize=7, loc="center right")
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, rect=(0, 0, 0.8, 1))
 
 
 def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
@@ -89,9 +100,7 @@ def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
         ax.set_xlabel("√KL_bon = √(log n − (n−1)/n)")
         ax.grid(alpha=0.3)
     fig.legend(fontsize=6, loc="center right", ncol=1 + len(grouped) // 30)
-    fig.tight_layout(rect=(0, 0, 0.82, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, rect=(0, 0, 0.82, 1))
 
 
 def loss_comparison(aggregate: pd.DataFrame, metrics: list[str], path: Path) -> None:
@@ -106,9 +115,7 @@ def loss_comparison(aggregate: pd.DataFrame, metrics: list[str], path: Path) -> 
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[0][1:]:
         ax.set_yticklabels([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def frontier(points: pd.DataFrame, path: Path) -> None:
@@ -121,14 +128,8 @@ def frontier(points: pd.DataFrame, path: Path) -> None:
         ax.scatter(rows["kl"], rows["reward_gold"], marker=markers.get(group, "o"), s=40, label=group, alpha=0.8)
     for _, row in points.iterrows():
         ax.annotate(row["label"], (row["kl"], row["reward_gold"]), fontsize=6, alpha=0.7)
-    ax.set_xlabel("KL(π ‖ π_SFT) on held-out prompts (nats)")
-    ax.set_ylabel("gold reward")
-    ax.set_title("Reward–KL frontier")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    label_axes(ax, "KL(π ‖ π_SFT) on held-out prompts (nats)", "gold reward", "Reward–KL frontier")
+    save(fig, path)
 
 
 def sample_efficiency(histories: dict[str, pd.DataFrame], path: Path) -> None:
@@ -140,11 +141,5 @@ def sample_efficiency(histories: dict[str, pd.DataFrame], path: Path) -> None:
     for group, mean in sorted(_mean_over_seeds(histories, ["samples", "reward_gold"]).items()):
         gold = mean["reward_gold"].rolling(5, min_periods=1).mean()
         ax.plot(mean["samples"], gold, label=f"{group} (n={seeds[group]})")
-    ax.set_xlabel("samples generated")
-    ax.set_ylabel("gold reward of rollouts (moving average)")
-    ax.set_title("Sample efficiency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    label_axes(ax, "samples generated", "gold reward of rollouts (moving average)", "Sample efficiency")
+    save(fig, path)
