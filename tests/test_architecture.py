@@ -52,7 +52,8 @@ def imports(path: Path) -> set[str]:
 
 def internal_graph() -> dict[str, set[str]]:
     mods = modules()
-    return {name: {m for m in imports(path) if m in mods and m not in (name, "rewardlab")} for name, path in mods.items()}
+    skip = {"rewardlab"}  # ``from rewardlab import losses`` names the package itself too
+    return {name: {m for m in imports(path) if m in mods and m not in skip | {name}} for name, path in mods.items()}
 
 
 def room(module: str) -> str:

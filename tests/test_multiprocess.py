@@ -50,9 +50,12 @@ def test_reward_on_two_processes_matches_one(tiny_pipeline, cfg_json, tmp_path):
            str(p["labels"]), "--pool", str(p["pool"]), "--sft", str(p["sft"]), "--out", str(tmp_path / "two"),
            cwd=tmp_path)
     one, two = p["rm_metrics"], metrics(tmp_path / "two")
-    # Per-pair losses are means over equal halves: the same gradient as one process, up to float sums.
-    for key in ("train_loss", "reward_mean", "reward_std"):
-        assert math.isclose(two[key], one[key], rel_tol=1e-3, abs_tol=1e-4), (key, one[key], two[key])
+    # Per-pair losses are means over equal halves: the same gradient as one process, up to float sums, which
+    # Adam carries through an epoch (seen: reward_mean 0.22375 vs 0.22445 with reward_std ≈ 1). A wrong share of
+    # the batches or unsynchronised gradients move these by whole units of the score's spread.
+    assert math.isclose(two["train_loss"], one["train_loss"], rel_tol=1e-3, abs_tol=1e-4)
+    assert abs(two["reward_mean"] - one["reward_mean"]) <= 0.01 * one["reward_std"], (one, two)
+    assert math.isclose(two["reward_std"], one["reward_std"], rel_tol=0.01), (one, two)
 
 
 def test_policy_generates_and_trains_on_two_processes(tiny_pipeline, cfg_json, tmp_path):
