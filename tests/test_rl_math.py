@@ -167,3 +167,35 @@ def test_truncate_after_eos():
     assert out.tolist() == [[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0]]
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     assert has_eos.tolist() == [True, False, True]
+
+
+def test_rollouts_sample_softmax_over_t_whatever_the_models_generation_config(tmp_path):
+    """A pretrained model's generation_config.json (repetition penalty, no-repeat n-grams, suppressed tokens,
+    top_k) must not reshape the rollout distribution: the objectives use log softmax(logits / T)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rewardlab.models.build import load_policy
+    from rewardlab.rl.rollout import logprobs_and_entropy, sample
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=8, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=1,
+                                       eos_token_id=2, pad_token_id=0))
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(6.0)  # logits of a few nats, so any processor would show
+    model.generation_config.update(do_sample=True, top_k=2, repetition_penalty=3.0, no_repeat_ngram_size=1,
+                                   suppress_tokens=[5])
+    model.save_pretrained(tmp_path)
+    policy = load_policy(tmp_path)
+    assert policy.generation_config.repetition_penalty == 3.0 and policy.generation_config.suppress_tokens == [5]
+    prompt, temperature, n = [1, 3, 4], 0.7, 6000
+    rollout = sample(policy, [prompt] * n, max_new_tokens=1, temperature=temperature, eos_id=2, pad_id=0,
+                     device=torch.device("cpu"))
+    with torch.no_grad():
+        expected = torch.softmax(policy(torch.tensor([prompt])).logits[0, -1] / temperature, -1)
+        logp, _ = logprobs_and_entropy(policy, rollout, temperature)
+    first = rollout.response_ids[:, 0]
+    empirical = torch.bincount(first, minlength=8).float() / n
+    assert 0.5 * (empirical - expected).abs().sum().item() < 0.03  # total variation
+    assert expected[[3, 4, 5]].sum() > 0.1  # the tokens the config would forbid carry real mass
+    assert torch.allclose(logp[:, 0], expected.log()[first], atol=1e-5)
+    assert policy.generation_config.repetition_penalty == 3.0  # the model's own config is left as it was

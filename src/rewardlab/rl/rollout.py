@@ -7,12 +7,13 @@ so the last non-pad token of a row is its EOS (or its last token when it never t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel
 
 from rewardlab.tensors import pad_left, position_ids_from_mask
 
@@ -52,12 +53,28 @@ def truncate_after_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tup
     return responses, mask, is_eos.any(dim=1)
 
 
+@contextmanager
+def neutral_generation_config(model: PreTrainedModel, eos_id: int, pad_id: int) -> Iterator[None]:
+    """``generate`` fills every setting the caller leaves unset from the model's ``generation_config.json``: a
+    pretrained model's repetition_penalty, no_repeat_ngram_size, suppress_tokens, top_k, min_length … would
+    reshape the sampling distribution away from softmax(logits / T), the one whose log-probs the objectives
+    use. For the call, the model's config is replaced by a blank one (library defaults: no processors)."""
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(bos_token_id=saved.bos_token_id, eos_token_id=eos_id,
+                                               pad_token_id=pad_id)
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
 @torch.no_grad()
 def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
            eos_id: int, pad_id: int, device: torch.device, greedy: bool = False) -> Rollout:
     """Sample one response per prompt row (repeat rows for several samples) with HF ``generate``.
 
-    top-k and top-p are off, so the sampling distribution is exactly softmax(logits / temperature), the
+    Every other generation setting is neutral (top-k and top-p off, no penalties, whatever the model's
+    generation_config.json says), so the sampling distribution is exactly softmax(logits / temperature), the
     one whose log-probs the objectives use.
     """
     prompt_ids, prompt_mask = pad_left(prompts, pad_id)
@@ -66,10 +83,11 @@ def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new
     policy.eval()
     kwargs = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0,
                                                   "top_p": 1.0}
-    generated = policy.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, min_new_tokens=0,
-        eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **kwargs,
-    )
+    with neutral_generation_config(policy, eos_id, pad_id):
+        generated = policy.generate(
+            input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, min_new_tokens=0,
+            eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **kwargs,
+        )
     policy.train(was_training)
     width = prompt_ids.shape[1]
     responses, response_mask, has_eos = truncate_after_eos(generated[:, width:], eos_id, pad_id)
