@@ -49,3 +49,32 @@ def test_gao_rl_fit_recovers_coefficients():
     d = np.linspace(0.05, 3.0, 20)
     alpha, beta, r2 = B.gao_fit_rl(np.concatenate([[0.0], d]), np.concatenate([[0.0], d * (0.9 - 0.3 * np.log(d))]))
     assert (alpha, beta, r2) == pytest.approx((0.9, 0.3, 1.0), abs=1e-9)
+
+
+def brute_force_kl(proxy, n):
+    """KL(π_bon ‖ π̂) by enumerating every n-tuple of pool indices (i.i.d. draws), ties broken uniformly."""
+    pool = len(proxy)
+    responses = sorted(set(proxy))  # equal score = one response (the RM is deterministic)
+    p_hat = {r: proxy.count(r) / pool for r in responses}
+    p_bon = dict.fromkeys(responses, 0.0)
+    for tup in itertools.product(range(pool), repeat=n):
+        best = max(proxy[i] for i in tup)
+        p_bon[best] += pool**-n
+    return sum(q * math.log(q / p_hat[r]) for r, q in p_bon.items() if q > 0)
+
+
+@pytest.mark.parametrize("proxy", [[0.3, 0.1, 0.3, 0.9, 0.1, 0.1], [1.0, 2.0, 3.0, 4.0, 5.0], [0.5] * 4])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_exact_bon_kl_equals_enumeration_with_ties(proxy, n):
+    assert B.kl_bon_exact(proxy, n) == pytest.approx(brute_force_kl(proxy, n), abs=1e-12)
+
+
+def test_exact_bon_kl_is_below_the_analytic_bound_and_reaches_it_for_many_distinct_samples():
+    rng = np.random.default_rng(0)
+    distinct = rng.normal(size=20_000).tolist()
+    for n in (2, 4, 16):
+        assert B.kl_bon_exact(distinct, n) == pytest.approx(B.kl_bon(n), abs=2e-3)
+    repeated = [0.0] * 30 + [1.0] * 20 + [2.0] * 14  # a small vocabulary: few distinct responses
+    for n in (2, 4, 16, 64):
+        assert 0.0 <= B.kl_bon_exact(repeated, n) < B.kl_bon(n)
+    assert B.kl_bon_exact([3.0] * 8, 8) == 0.0  # one response: best-of-n changes nothing

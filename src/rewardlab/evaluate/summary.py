@@ -102,13 +102,14 @@ def rl_fits(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def bon_rows(bon_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """A best-of-n baseline row per reward model, at the pool's largest n (gold and analytic KL)."""
+    """A best-of-n baseline row per reward model, at the pool's largest n (gold, and the KL from the pool)."""
     rows = []
     for rm, table in bon_tables.items():
         last = table.iloc[-1]
         n = int(last["n"])
         rows.append({"run": f"bon{n}-{rm}", "group": f"bon{n}-{rm.rsplit('-s', 1)[0]}",
-                     "seed": int(rm.rsplit("-s", 1)[1]), "reward_gold": last["gold"], "kl": kl_bon(n)})
+                     "seed": int(rm.rsplit("-s", 1)[1]), "reward_gold": last["gold"],
+                     "kl": last["kl"] if "kl" in last else kl_bon(n)})
     return pd.DataFrame(rows)
 
 
