@@ -217,9 +217,12 @@ def test_evaluate_stages(tiny_pipeline):
     scorer = RewardScorer(p["rm"])
     pairs = read_pairs(read_jsonl(p["labels"] / "pairs_test.jsonl"))
     result, bins = rm_eval.pair_metrics(scorer, tokenizer, pairs, 10, cpu)
-    for key in ("accuracy", "accuracy_gold", "ece", "brier", "spearman_gold"):
+    for key in ("accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "ece_scaled", "brier_scaled",
+                "calibration_scale"):
         assert key in result
     assert 0 <= result["ece"] <= 0.5 and 0 <= result["brier"] <= 1
+    assert 0 <= result["ece_scaled"] <= 0.5 and 0 <= result["brier_scaled"] <= 1
+    assert result["calibration_scale"] >= 0
     assert sum(b["count"] for b in bins) == result["pairs"]
     bench = rm_eval.bench_metrics(scorer, tokenizer, read_jsonl(p["pool"] / "bench.jsonl"), cpu)
     assert 0 <= bench["bench_score"] <= 1

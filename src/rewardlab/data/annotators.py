@@ -81,7 +81,8 @@ def label_pairs(pool: Sequence[PoolItem], temperature: float, flip_rate: float, 
     """K/2 disjoint pairs per prompt, labelled by the BT annotator; identical responses are dropped.
 
     Returns (pairs, strength edges). Each pair: prompt, chosen, rejected, score_chosen/score_rejected
-    (gold), p_star (the annotator's probability of preferring chosen, before flips), strength, margin.
+    (gold), p_star (the annotator's probability of preferring chosen, before flips), p_label (the probability
+    that this label is given, flips included: (1 − ε)·p* + ε·(1 − p*)), strength, margin.
     """
     raw = []
     for item in pool:
@@ -96,8 +97,10 @@ def label_pairs(pool: Sequence[PoolItem], temperature: float, flip_rate: float, 
         prefers_a, _ = bt_label(gold_a, gold_b, temperature, flip_rate, rng)
         (chosen, gc), (rejected, gr) = ((a, gold_a), (b, gold_b)) if prefers_a else ((b, gold_b), (a, gold_a))
         bin_name = strength(abs(gc - gr), edges)
+        p_star = preference_probability(gc, gr, temperature)
+        p_label = (1 - flip_rate) * p_star + flip_rate * (1 - p_star)
         pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "score_chosen": gc,
-                      "score_rejected": gr, "p_star": preference_probability(gc, gr, temperature), "strength": bin_name,
+                      "score_rejected": gr, "p_star": p_star, "p_label": p_label, "strength": bin_name,
                       "margin": MARGINS[margin_scale][STRENGTHS.index(bin_name)]})
     return pairs, list(edges)
 

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-PAIR_EXTRAS = ("p_star", "strength", "margin")
+PAIR_EXTRAS = ("p_star", "p_label", "strength", "margin")
 
 
 def _conversation(prompt: str, response: str) -> list[dict[str, str]]:
@@ -60,6 +60,6 @@ def read_pairs(rows: Iterable[Mapping[str, Any]], source: str = "pairs") -> list
             "chosen": _last_assistant(row["chosen"], where),
             "rejected": _last_assistant(row["rejected"], where),
             "margin": float(row.get("margin") or 0.0),
-            **{k: row[k] for k in ("score_chosen", "score_rejected", "p_star", "strength") if k in row},
+            **{k: row[k] for k in ("score_chosen", "score_rejected", "p_star", "p_label", "strength") if k in row},
         })
     return pairs

@@ -67,8 +67,29 @@ def expected_calibration_error(delta: np.ndarray, correct: np.ndarray, bins: int
 
 
 def brier_against(delta: np.ndarray, p_true: np.ndarray) -> float:
-    """Mean squared error between the RM's preference probability σ(Δ) and the true p* (reference §3.5)."""
+    """Mean squared error between the RM's preference probability σ(Δ) and the annotator's probability of the
+    same label (reference §3.5)."""
     return float(np.mean((sigmoid(delta) - np.asarray(p_true)) ** 2))
+
+
+def fit_temperature(delta: np.ndarray, iterations: int = 50) -> float:
+    """Temperature scaling (Guo et al. 2017) of a pairwise RM: the T > 0 that minimises the labels' negative
+    log-likelihood mean softplus(−Δ/T), Δ = r(chosen) − r(rejected). Newton's method on s = 1/T, where the
+    NLL is convex; T = ∞ (s = 0) when the RM orders the labels no better than chance."""
+    delta = np.asarray(delta, dtype=np.float64)
+    s = 1.0
+    for _ in range(iterations):
+        p = sigmoid(-s * delta)  # d/ds softplus(−sΔ) = −Δ·σ(−sΔ)
+        grad = np.mean(-delta * p)
+        hess = np.mean(delta**2 * p * (1.0 - p))
+        if hess <= 1e-12:
+            break
+        s_next = max(s - grad / hess, 0.0)
+        if abs(s_next - s) < 1e-10:
+            s = s_next
+            break
+        s = s_next
+    return float("inf") if s <= 0 else 1.0 / s
 
 
 def win_rate(gold_policy: Sequence[float], gold_reference: Sequence[float]) -> float:

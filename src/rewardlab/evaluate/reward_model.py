@@ -16,6 +16,7 @@ more than the evaluation); ``python -m rewardlab.evaluate.reward_model`` re-eval
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from rewardlab.data.bench import SECTIONS
 from rewardlab.data.formats import read_pairs
 from rewardlab.evaluate import bon as B
 from rewardlab.evaluate import metrics as M
+from rewardlab.losses import LOSSES
 from rewardlab.models.reward import RewardScorer, score_texts
 from rewardlab.runinfo import read_jsonl, write_csv
 from rewardlab.runner import Argument, Stage, StageContext, StageResult
@@ -45,10 +47,13 @@ def pair_metrics(scorer, tokenizer, pairs: list[dict], bins: int, device) -> tup
     r_c, r_r = scores[: len(pairs)], scores[len(pairs) :]
     delta = r_c - r_r
     has_gold = all(p.get("score_chosen") is not None and p.get("p_star") is not None for p in pairs)
+    # The probability the annotator gives each label (after flips); older label files hold p* only.
+    p_label = np.array([p.get("p_label", p.get("p_star")) for p in pairs], dtype=np.float64) if has_gold else None
+    calibration = calibration_metrics(delta, p_label, validation_split(prompts), bins)
     if not has_gold:  # real data: no gold reward, so the gold metrics are missing (not zero)
         return ({"accuracy": M.pairwise_accuracy(delta), "accuracy_gold": None, "ece": M.expected_calibration_error(
                     delta, delta > 0, bins), "brier": None, "spearman_gold": None, "margin": float(delta.mean()),
-                 "pairs": len(pairs)}, M.calibration_bins(delta, delta > 0, bins))
+                 "pairs": len(pairs), **calibration}, M.calibration_bins(delta, delta > 0, bins))
     gold_delta = np.array([p["score_chosen"] - p["score_rejected"] for p in pairs])
     decided = gold_delta != 0
     unique: dict[tuple[str, str], tuple[float, float]] = {}
@@ -60,12 +65,34 @@ def pair_metrics(scorer, tokenizer, pairs: list[dict], bins: int, device) -> tup
         "accuracy": M.pairwise_accuracy(delta),
         "accuracy_gold": M.pairwise_accuracy(np.sign(delta[decided]) * np.sign(gold_delta[decided])),
         "ece": M.expected_calibration_error(delta, delta > 0, bins),
-        "brier": M.brier_against(delta, np.array([p["p_star"] for p in pairs])),
+        "brier": M.brier_against(delta, p_label),
         "spearman_gold": M.spearman(proxy, gold),
         "margin": float(delta.mean()),
         "pairs": len(pairs),
+        **calibration,
     }
     return result, M.calibration_bins(delta, delta > 0, bins)
+
+
+def validation_split(prompts: list[str]) -> np.ndarray:
+    """True for the held-out pairs a temperature is fitted on: half of the prompts, chosen by a hash of their
+    text (deterministic, and no prompt on both sides)."""
+    return np.array([hashlib.sha256(p.encode()).digest()[0] % 2 == 0 for p in prompts])
+
+
+def calibration_metrics(delta: np.ndarray, p_label: np.ndarray | None, validation: np.ndarray,
+                        bins: int) -> dict[str, float | None]:
+    """ECE and Brier after temperature scaling (reference §3.5): one T per RM, fitted on the validation half of
+    the held-out pairs, measured on the other half. Comparable across losses whose raw Δ is not a logit.
+    ``calibration_scale`` is 1/T (finite: 0 when the best calibrated prediction is ½ everywhere)."""
+    held = ~validation
+    if not validation.any() or not held.any():
+        return {"calibration_scale": None, "ece_scaled": None, "brier_scaled": None}
+    scale = 1.0 / M.fit_temperature(delta[validation])  # 1/T: 0 when the RM orders the labels at chance
+    scaled = delta[held] * scale
+    return {"calibration_scale": scale,
+            "ece_scaled": M.expected_calibration_error(scaled, scaled > 0, bins),
+            "brier_scaled": None if p_label is None else M.brier_against(scaled, p_label[held])}
 
 
 def bench_metrics(scorer, tokenizer, items: list[dict], device) -> dict[str, float]:
@@ -113,6 +140,8 @@ def run(ctx: StageContext, rm: Path, labels: Path, pool: Path) -> StageResult:
     scorer = RewardScorer(rm, device)
     pairs = read_pairs(read_jsonl(labels / "pairs_test.jsonl"), "pairs_test.jsonl")
     result, calibration = pair_metrics(scorer, tokenizer, pairs, ctx.config["evaluate"]["calibration_bins"], device)
+    loss = getattr(scorer.models[0].config, "rewardlab_loss", None)
+    result["logit_output"] = float(LOSSES.get(loss).logit_output) if loss in LOSSES else None
     bon_rows: list[dict] = []
     if (pool / "bench.jsonl").is_file():  # SentiGram only: ToyRewardBench and the best-of-n pool
         result.update(bench_metrics(scorer, tokenizer, read_jsonl(pool / "bench.jsonl"), device))

@@ -28,10 +28,13 @@ from rewardlab.runinfo import atomic_write_text, write_json
 
 POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
                   "distinct_2", "eos_rate", "repetition", "rl_alpha", "rl_beta", "rl_r2"]
-RM_COLUMNS = ["accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "spearman_gold_ood", "bench_score",
-              "bench_easy", "bench_hard", "bench_length_trap", "bench_repetition", "bench_ood", "bon_alpha",
-              "bon_beta", "bon_r2", "bon_gold_max"]
-LOSS_PLOT_METRICS = ["accuracy_gold", "ece", "brier", "spearman_gold", "bench_score", "bon_alpha", "bon_beta"]
+# Calibration is ranked after temperature scaling (ece_scaled, brier_scaled: comparable across losses); the raw
+# columns and logit_output (whether σ(Δ) is the loss's modelled probability at all) stand beside them.
+RM_COLUMNS = ["accuracy", "accuracy_gold", "ece_scaled", "brier_scaled", "ece", "brier", "logit_output",
+              "spearman_gold", "spearman_gold_ood", "bench_score", "bench_easy", "bench_hard", "bench_length_trap",
+              "bench_repetition", "bench_ood", "bon_alpha", "bon_beta", "bon_r2", "bon_gold_max"]
+LOSS_PLOT_METRICS = ["accuracy_gold", "ece_scaled", "brier_scaled", "spearman_gold", "bench_score", "bon_alpha",
+                     "bon_beta"]
 RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
 
 

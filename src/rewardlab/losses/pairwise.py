@@ -30,7 +30,8 @@ def bradley_terry_margin(chosen: torch.Tensor, rejected: torch.Tensor, margin: t
     return -F.logsigmoid(chosen - rejected - margin).mean()
 
 
-@register_loss("hinge", "pairs", "Margin ranking max(0, m − Δ)", params={"margin": LossParam("hinge_margin", 1.0)})
+@register_loss("hinge", "pairs", "Margin ranking max(0, m − Δ)", params={"margin": LossParam("hinge_margin", 1.0)},
+               logit_output=False)
 def hinge(chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
     """Margin ranking, §1.4: L = max(0, m − (r_c − r_r)) (``nn.MarginRankingLoss``)."""
     return F.relu(margin - (chosen - rejected)).mean()
@@ -94,7 +95,7 @@ def bt_centered(chosen: torch.Tensor, rejected: torch.Tensor, coefficient: float
     return bradley_terry(chosen, rejected) + coefficient * ((chosen + rejected) ** 2).mean()
 
 
-@register_loss("classification", "pairs", "Order-consistent classifier (Sun et al.)")
+@register_loss("classification", "pairs", "Order-consistent classifier (Sun et al.)", logit_output=False)
 def classification(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """Order-consistent per-response classifier, §1.11 (Sun et al., arXiv 2411.04991):
     L = −log σ(r(y_c)) − log(1 − σ(r(y_r))).

@@ -53,6 +53,7 @@ class LossSpec:
     params: Mapping[str, LossParam] = field(default_factory=dict)  # function kwarg -> its config entry
     head_dim: int = 1  # outputs of the RM head (5 for the multi-attribute head)
     exploratory: bool = False
+    logit_output: bool = True  # σ(r_c − r_r) is the modelled preference probability (False: hinge, regression …)
 
     @property
     def label_file(self) -> str:
