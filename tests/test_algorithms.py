@@ -149,3 +149,47 @@ def test_two_token_bandit_every_algorithm_raises_the_rewarded_token(name):
             loss.backward()
             optimizer.step()
     assert torch.softmax(logits, -1)[0].item() > 0.8
+
+
+def bandit_length_after_training(shape) -> float:
+    """Sequences of up to 3 tokens: at positions 1 and 2 the policy stops (EOS) with probability σ(l_t), at 3
+    it must stop. Every sequence earns the same score R = 1, so no length is better than another. Train with
+    reward-to-go, whitened over tokens (REINFORCE++ / GAE with λ = γ = 1 and V = 0), on the shaping's credit;
+    return the expected length of the final policy."""
+    torch.manual_seed(0)
+    stop_logits = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([stop_logits], lr=1.0)
+    batch = 256
+    for _ in range(150):
+        with torch.no_grad():
+            p_stop = torch.sigmoid(stop_logits)
+            u = torch.rand(batch, 2)
+            length = torch.where(u[:, 0] < p_stop[0], 1, torch.where(u[:, 1] < p_stop[1], 2, 3))
+            mask = (torch.arange(3)[None, :] < length[:, None]).float()
+            rewards = shape(torch.ones(batch), mask)
+            advantages = A.masked_whiten(A.reward_to_go(rewards, mask), mask)
+        # log-prob of the action taken at each position: continue before the end, stop at it (forced at 3)
+        log_stop, log_go = torch.nn.functional.logsigmoid(stop_logits), torch.nn.functional.logsigmoid(-stop_logits)
+        positions = torch.arange(3)[None, :].expand(batch, 3)
+        stopped_here = positions == (length[:, None] - 1)
+        logp = torch.zeros(batch, 3)
+        for t in range(2):
+            logp[:, t] = torch.where(stopped_here[:, t], log_stop[t], log_go[t])
+        loss = A.masked_mean(-advantages * logp, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    p = torch.sigmoid(stop_logits).detach()
+    return float(p[0] * 1 + (1 - p[0]) * p[1] * 2 + (1 - p[0]) * (1 - p[1]) * 3)
+
+
+def test_non_causal_uniform_credit_rewards_length_under_reward_to_go():
+    """A finding, not a bug (README "Algorithms and reward shaping"): uniform credit r_t = R/T depends on T, a
+    choice made later, so with reward-to-go the tokens before a late stop collect more return than the stop
+    itself and the policy learns to be long although every length scores the same. ABC's attention weights
+    are renormalised over the response in the same way. Sparse credit leaves the length where it was."""
+    initial = 1 * 0.5 + 2 * 0.25 + 3 * 0.25
+    assert bandit_length_after_training(shaping.sparse) == pytest.approx(initial, abs=1e-6)
+    # The stop at position 2 earns G = ½ where continuing earns ⅔ (the first token earns R = 1 either way):
+    # seen 1.75 → 1.98 in 150 steps, and rising.
+    assert bandit_length_after_training(shaping.uniform) > initial + 0.15
