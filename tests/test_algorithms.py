@@ -193,3 +193,19 @@ def test_non_causal_uniform_credit_rewards_length_under_reward_to_go():
     # The stop at position 2 earns G = ½ where continuing earns ⅔ (the first token earns R = 1 either way):
     # seen 1.75 → 1.98 in 150 steps, and rising.
     assert bandit_length_after_training(shaping.uniform) > initial + 0.15
+
+
+def test_the_algorithm_study_gives_every_online_algorithm_equal_samples_and_optimizer_steps():
+    from pathlib import Path
+
+    from rewardlab import config as C
+    from rewardlab.dag import online_algorithms
+    from rewardlab.train.policy import policy_options
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = C.load(root / "config/config.yaml", root / "config/experiments/algorithms.yaml")
+    budgets = {}
+    for name in online_algorithms(cfg):
+        algo = build(name, policy_options(cfg, name))
+        budgets[name] = (algo.samples_per_step(), algo.optimizer_steps_per_step())
+    assert len(budgets) == 7 and len(set(budgets.values())) == 1, budgets

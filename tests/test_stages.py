@@ -173,6 +173,12 @@ def test_policy_stage_runs_and_logs(tiny_pipeline, algorithm, shaping, tmp_path)
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout comes from π = π_ref
     group = 4 if algorithm in ("rloo", "grpo", "reinforce_pp_baseline") else 1
     assert history[-1]["samples"] == 3 * 8 * group
+    from rewardlab.rl.algorithms import build
+    from rewardlab.train.policy import policy_options
+
+    algo = build(algorithm, policy_options(p["config"], algorithm))
+    assert history[-1]["optimizer_steps"] == 3 * algo.optimizer_steps_per_step()
+    assert algo.samples_per_step() == 8 * group
     AutoModelForCausalLM.from_pretrained(tmp_path)
 
 

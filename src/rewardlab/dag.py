@@ -31,7 +31,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
 # Real data: preprocess reads the model (its tokenizer and chat template) and the task is not used.
 REAL_STAGE_KEYS = {"preprocess": ("data", "model")}
 # Keys a section's slice leaves out: sweeps, and what another stage reads.
-EXCLUDED = {"reward": ("losses", "composite"), "policy": ("algorithms", "shapings")}
+EXCLUDED = {"reward": ("losses", "composite"), "policy": ("algorithms", "shapings"),
+            "evaluate": ("baseline_loss", "baseline_policy")}  # read by the summary, not by the evaluations
 # The tiny GPT's stages do not read the pretrained-model keys: changing them reruns nothing.
 PRETRAINED_KEYS = ("name_or_path", "trust_remote_code", "max_length", "gradient_checkpointing", "lora")
 

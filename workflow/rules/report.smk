@@ -28,6 +28,8 @@ rule summary:
         policy=expand(f"{RESULTS}/eval/policy/{{run}}", run=policy_runs()),
         histories=expand(f"{RESULTS}/policy/{{run}}", run=online_policy_runs()),
         out=f"{RESULTS}/eval",
+        baseline_loss=config["evaluate"].get("baseline_loss") or LOSSES[0],
+        baseline_policy=config["evaluate"]["baseline_policy"],
     log:
         f"{LOGS}/summary.log",
     threads: 1
@@ -37,4 +39,5 @@ rule summary:
         gpu=0,
     shell:
         "{PYTHON} -m rewardlab.evaluate.summary --rm-evals {params.rm:q} --policy-evals {params.policy:q}"
-        " --histories {params.histories:q} --out {params.out:q} 2> {log:q}"
+        " --histories {params.histories:q} --baseline-loss {params.baseline_loss:q}"
+        " --baseline-policy {params.baseline_policy:q} --out {params.out:q} 2> {log:q}"

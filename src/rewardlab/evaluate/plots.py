@@ -104,13 +104,13 @@ def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
 
 
 def loss_comparison(aggregate: pd.DataFrame, metrics: list[str], path: Path) -> None:
-    """One panel per metric: mean ± 2·SE over seeds for each reward model (loss and label noise)."""
+    """One panel per metric: mean and 95 % t interval over seeds for each reward model (loss and label noise)."""
     present = [m for m in metrics if m in aggregate]
     fig, axes = plt.subplots(1, len(present), figsize=(3.2 * len(present), 0.35 * len(aggregate) + 1.8),
                              squeeze=False)
     order = aggregate.sort_values("group")
     for ax, metric in zip(axes[0], present):
-        ax.barh(order["group"], order[metric], xerr=order.get(f"{metric}_2se"), color="#4c72b0", alpha=0.85)
+        ax.barh(order["group"], order[metric], xerr=order.get(f"{metric}_ci95"), color="#4c72b0", alpha=0.85)
         ax.set_title(metric)
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[0][1:]:

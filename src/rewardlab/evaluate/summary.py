@@ -1,8 +1,13 @@
 """Stage `summary`: one table of every RM and policy evaluation (CSV, Markdown, HTML) and the report figures.
 
-Rows are runs; a run's name says what it is (``ppo-bt-s0``: PPO against the BT reward model, seed 0;
-``sft-bt-s0``: the SFT policy scored by that RM). Runs that differ only by seed are also aggregated as
-mean ± 2·SE (columns ``<metric>_2se``).
+Rows are runs; a run's name says what it is (``ppo-sparse-bt-eps0.0-s0``: PPO, sparse reward, against the BT
+reward model on noise-free labels, seed 0; ``sft-bt-eps0.0-s0``: the SFT policy scored by that RM). Runs that
+differ only by seed are aggregated as the mean with a 95 % t interval (columns ``<metric>_ci95``), and each
+group is compared with its study's baseline group by a paired t test over seeds (``<metric>_p``; ``*`` in the
+tables at p < 0.05): reward models with the baseline loss at the same label noise (``--baseline-loss``),
+policies with the baseline policy against the same reward model (``--baseline-policy``, SFT by default).
+Online runs also report gold at equal KL (``gold_at_kl<b>``: gold of the training rollouts, interpolated along
+each run's gold–√KL curve where its KL first reaches b nats) and the peak of their Gao RL fit.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rewardlab.evaluate import stats
 from rewardlab.evaluate.bon import gao_fit_rl, kl_bon
 from rewardlab.evaluate.plots import (
     bon_curves,
@@ -26,8 +33,10 @@ from rewardlab.evaluate.plots import (
 )
 from rewardlab.runinfo import atomic_write_text, write_json
 
+KL_BUDGETS = (2, 5, 10)  # nats: where runs are compared at equal KL
 POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
-                  "distinct_2", "eos_rate", "repetition", "rl_alpha", "rl_beta", "rl_r2"]
+                  "distinct_2", "eos_rate", "repetition", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak",
+                  "rl_kl_peak", "rl_alpha", "rl_beta", "rl_r2"]
 # Calibration is ranked after temperature scaling (ece_scaled, brier_scaled: comparable across losses); the raw
 # columns and logit_output (whether σ(Δ) is the loss's modelled probability at all) stand beside them.
 RM_COLUMNS = ["accuracy", "accuracy_gold", "ece_scaled", "brier_scaled", "ece", "brier", "logit_output",
@@ -57,22 +66,6 @@ def load_metrics(folders: list[str]) -> pd.DataFrame:
     return frame.infer_objects().fillna(np.nan) if rows else frame
 
 
-def aggregate(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Mean ± 2·SE over seeds per group (SE = std/√n, 0 for a single seed)."""
-    present = [c for c in columns if c in frame]
-    if frame.empty or not present:
-        return pd.DataFrame(columns=["group", "seeds"])
-    grouped = frame.groupby("group")[present]
-    mean = grouped.mean()
-    count = grouped.count()
-    se = (grouped.std(ddof=1) / np.sqrt(count)).fillna(0.0)
-    out = mean.copy()
-    for c in present:
-        out[f"{c}_2se"] = 2 * se[c]
-    out.insert(0, "seeds", count[present[0]])
-    return out.reset_index()
-
-
 def _cell(value) -> str:
     if isinstance(value, (float, np.floating)):
         return "—" if pd.isna(value) else f"{value:.3f}"
@@ -93,15 +86,38 @@ def reward_model_of(run: str) -> str:
     return "-".join(run.split("-")[-3:])
 
 
+def gold_at_kl(kl: np.ndarray, gold: np.ndarray, budget: float) -> float:
+    """Gold where a training curve first reaches ``budget`` nats of KL, linear in √KL between the two logged
+    steps around it; missing when the run never gets there."""
+    d, target = np.sqrt(np.clip(kl, 0, None)), np.sqrt(budget)
+    reached = np.nonzero(d >= target)[0]
+    if len(reached) == 0:
+        return float("nan")
+    i = int(reached[0])
+    if i == 0 or d[i] == d[i - 1]:
+        return float(gold[i])
+    w = (target - d[i - 1]) / (d[i] - d[i - 1])
+    return float(gold[i - 1] + w * (gold[i] - gold[i - 1]))
+
+
 def rl_fits(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Gao RL fit of each training run: gold gain over step 1 against √KL (rollouts)."""
+    """Per training run: gold at equal KL, and the Gao RL fit R(d) = d(α − β log d) of the gold gain over step 1
+    against d = √KL (rollouts, smoothed over 5 steps) with its peak, at d* = exp(α/β − 1): gold(step 1) + β·d*
+    and KL d*² (missing when β ≤ 0: no over-optimisation within reach)."""
     rows = []
     for name, history in histories.items():
         smooth = history[["kl", "reward_gold"]].rolling(5, min_periods=1).mean()
         d = np.sqrt(smooth["kl"].clip(lower=0))
-        alpha, beta, r2 = gao_fit_rl(d, smooth["reward_gold"] - history["reward_gold"].iloc[0])
-        rows.append({"run": name, "rl_alpha": alpha, "rl_beta": beta, "rl_r2": r2})
-    return pd.DataFrame(rows, columns=["run", "rl_alpha", "rl_beta", "rl_r2"])
+        start = history["reward_gold"].iloc[0]
+        alpha, beta, r2 = gao_fit_rl(d, smooth["reward_gold"] - start)
+        peak_d = float(np.exp(alpha / beta - 1)) if beta > 0 else float("nan")
+        rows.append({"run": name, **{f"gold_at_kl{b}": gold_at_kl(smooth["kl"].to_numpy(),
+                                                                  smooth["reward_gold"].to_numpy(), b)
+                                     for b in KL_BUDGETS},
+                     "rl_gold_peak": start + beta * peak_d, "rl_kl_peak": peak_d**2,
+                     "rl_alpha": alpha, "rl_beta": beta, "rl_r2": r2})
+    return pd.DataFrame(rows, columns=["run", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak",
+                                       "rl_kl_peak", "rl_alpha", "rl_beta", "rl_r2"])
 
 
 def bon_rows(bon_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -126,35 +142,39 @@ def frontier_points(policy: pd.DataFrame) -> pd.DataFrame:
     return points
 
 
-def with_error_bars(aggregated: pd.DataFrame, metrics: list[str]) -> str:
-    """A Markdown table of ``mean ± 2·SE`` cells; "(none)" when there is nothing to aggregate."""
+def interval_table(aggregated: pd.DataFrame, tests: pd.DataFrame, metrics: list[str]) -> str:
+    """Markdown: ``mean ± 95 % CI`` per group and metric, ``*`` where it differs from the baseline (p < 0.05)."""
     present = [m for m in metrics if m in aggregated]
     if aggregated.empty or not present:
         return "(none)\n"
-    cells = aggregated[["group", "seeds"]].copy()
+    merged = aggregated.merge(tests, on="group", how="left") if not tests.empty else aggregated
+    cells = merged[["group", "seeds"]].copy()
+    cells["baseline"] = merged.get("baseline", pd.Series(dtype=object)).fillna("—")
     for m in present:
-        cells[m] = ["—" if pd.isna(v) else f"{v:.3f} ± {e:.3f}" for v, e in zip(aggregated[m], aggregated[f"{m}_2se"])]
-    return markdown_table(cells, ["group", "seeds"] + present)
+        p = merged[f"{m}_p"] if f"{m}_p" in merged else [None] * len(merged)
+        cells[m] = [stats.cell(v, h, q) for v, h, q in zip(merged[m], merged[f"{m}_ci95"], p)]
+    return markdown_table(cells, ["group", "seeds", "baseline"] + present)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rm-evals", nargs="+", required=True)
-    parser.add_argument("--policy-evals", nargs="*", default=[], help="Empty for a reward-model-only study.")
-    parser.add_argument("--histories", nargs="*", default=[], help="Policy training folders (history.csv).")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    out = Path(args.out)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
+def rm_baseline(loss: str | None) -> Callable[[str], str | None]:
+    """``<loss>-<noise>`` → the baseline loss at the same label noise."""
+    return lambda group: f"{loss}-{group.rsplit('-', 1)[1]}" if loss and "-" in group else None
 
-    rm = load_metrics(args.rm_evals)
-    policy = load_metrics(args.policy_evals)
-    histories = {Path(f).name: pd.read_csv(Path(f) / "history.csv") for f in args.histories}
-    bon_tables = {Path(f).name: table for f in args.rm_evals
-                  if not (table := pd.read_csv(Path(f) / "bon.csv")).empty}  # none for real data
-    if not policy.empty:
-        policy = policy.merge(rl_fits(histories), on="run", how="left")
-        policy = pd.concat([policy, bon_rows(bon_tables)], ignore_index=True)
+
+def policy_baseline(policy: str) -> Callable[[str], str | None]:
+    """``<policy>-<loss>-<noise>`` → the baseline policy against the same reward model."""
+    return lambda group: f"{policy}-{'-'.join(group.split('-')[-2:])}" if group.count("-") >= 2 else None
+
+
+RM_HEADLINE = ["accuracy_gold", "ece_scaled", "brier_scaled", "spearman_gold", "bench_score", "bon_alpha",
+               "bon_beta"]
+POLICY_HEADLINE = ["reward_gold", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak", "kl",
+                   "win_rate_vs_sft", "length"]
+
+
+def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_loss: str | None,
+                 baseline_policy: str) -> pd.DataFrame:
+    """summary.{csv,md,html}, summary_rm.csv, summary_aggregate.csv and metrics.json; returns the RM intervals."""
     rm_cols = ["run"] + [c for c in RM_COLUMNS if c in rm]
     policy_cols = ["run"] + [c for c in POLICY_COLUMNS if c in policy]
     atomic_write_text(out / "summary_rm.csv", rm[rm_cols].to_csv(index=False, float_format="%.6g"))
@@ -168,34 +188,54 @@ def main() -> None:
         table = policy[policy_cols + ["reward_model"]].merge(rm_prefixed, left_on="reward_model", right_on="run",
                                                              how="left", suffixes=("", "_rm")).drop(columns="run_rm")
     atomic_write_text(out / "summary.csv", table.to_csv(index=False, float_format="%.6g"))
-    policy_agg = aggregate(policy, POLICY_COLUMNS)
-    rm_agg = aggregate(rm, RM_COLUMNS)
-    atomic_write_text(out / "summary_aggregate.csv",
-                      pd.concat([rm_agg.assign(kind="rm"), policy_agg.assign(kind="policy")])
-                      .to_csv(index=False, float_format="%.6g"))
-
+    rm_agg, policy_agg = stats.seed_intervals(rm, RM_COLUMNS), stats.seed_intervals(policy, POLICY_COLUMNS)
+    rm_tests = stats.paired_pvalues(rm, RM_COLUMNS, rm_baseline(baseline_loss))
+    policy_tests = stats.paired_pvalues(policy, POLICY_COLUMNS, policy_baseline(baseline_policy))
+    aggregated = pd.concat([rm_agg.merge(rm_tests, on="group", how="left").assign(kind="rm"),
+                            policy_agg.merge(policy_tests, on="group", how="left").assign(kind="policy")])
+    atomic_write_text(out / "summary_aggregate.csv", aggregated.to_csv(index=False, float_format="%.6g"))
     # Every run's metrics in one JSON, nested by kind and run, for `dvc metrics show/diff`.
-    nested = {
+    write_json(out / "metrics.json", {
         "rm": {r["run"]: {c: _number(r[c]) for c in rm_cols[1:]} for _, r in rm.iterrows()},
         "policy": {r["run"]: {c: _number(r[c]) for c in policy_cols[1:]} for _, r in policy.iterrows()},
-    }
-    write_json(out / "metrics.json", nested)
+    })
+    heading = "mean ± 95 % CI over seeds; * differs from the baseline (paired t test, p < 0.05)"
+    atomic_write_text(out / "summary.md", (
+        f"# Summary\n\n## Reward models, {heading}\n\n" + interval_table(rm_agg, rm_tests, RM_HEADLINE)
+        + f"\n## Policies, {heading}\n\n" + interval_table(policy_agg, policy_tests, POLICY_HEADLINE)
+        + "\n## Reward models (held-out pairs, ToyRewardBench, best-of-n)\n\n" + markdown_table(rm, rm_cols)
+        + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
+        + markdown_table(policy, policy_cols)))
+    atomic_write_text(out / "summary.html", (
+        "<h3>Reward models (held-out pairs)</h3>" + rm[rm_cols].to_html(index=False, float_format="%.3f")
+        + "<h3>Policies (held-out prompts)</h3>" + policy[policy_cols].to_html(index=False, float_format="%.3f")
+        + "<h3>Mean and 95 % interval half-width over seeds; p: paired t test against the baseline</h3>"
+        + aggregated.to_html(index=False, float_format="%.3f", na_rep="")))
+    return rm_agg
 
-    markdown = ("# Summary\n\n## Reward models, mean ± 2·SE over seeds\n\n"
-                + with_error_bars(rm_agg, ["accuracy", "accuracy_gold", "ece", "brier", "spearman_gold", "bench_score",
-                                           "bon_alpha", "bon_beta"])
-                + "\n## Policies, mean ± 2·SE over seeds\n\n"
-                + with_error_bars(policy_agg, ["reward_gold", "reward_proxy", "kl", "win_rate_vs_sft", "length"])
-                + "\n## Reward models (held-out pairs, ToyRewardBench, best-of-n)\n\n" + markdown_table(rm, rm_cols)
-                + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
-                + markdown_table(policy, policy_cols))
-    atomic_write_text(out / "summary.md", markdown)
-    html = ("<h3>Reward models (held-out pairs)</h3>" + rm[rm_cols].to_html(index=False, float_format="%.3f")
-            + "<h3>Policies (held-out prompts)</h3>"
-            + policy[policy_cols].to_html(index=False, float_format="%.3f")
-            + "<h3>Mean ± 2·SE over seeds</h3>"
-            + pd.concat([rm_agg, policy_agg]).to_html(index=False, float_format="%.3f", na_rep=""))
-    atomic_write_text(out / "summary.html", html)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rm-evals", nargs="+", required=True)
+    parser.add_argument("--policy-evals", nargs="*", default=[], help="Empty for a reward-model-only study.")
+    parser.add_argument("--histories", nargs="*", default=[], help="Policy training folders (history.csv).")
+    parser.add_argument("--baseline-loss", default=None, help="The loss other reward models are tested against.")
+    parser.add_argument("--baseline-policy", default="sft", help="The policy other policies are tested against "
+                        "(sft, an <algo>-<shaping>, <algo>-offline or bon<N>).")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    out = Path(args.out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+
+    rm = load_metrics(args.rm_evals)
+    policy = load_metrics(args.policy_evals)
+    histories = {Path(f).name: pd.read_csv(Path(f) / "history.csv") for f in args.histories}
+    bon_tables = {Path(f).name: table for f in args.rm_evals
+                  if not (table := pd.read_csv(Path(f) / "bon.csv")).empty}  # none for real data
+    if not policy.empty:
+        policy = policy.merge(rl_fits(histories), on="run", how="left")
+        policy = pd.concat([policy, bon_rows(bon_tables)], ignore_index=True)
+    rm_agg = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy)
 
     calibration = {Path(f).name: pd.read_csv(Path(f) / "calibration.csv") for f in args.rm_evals}
     calibration_plot(calibration, out / "plots" / "rm_calibration.png")

@@ -107,7 +107,7 @@ class PolicyTrainer:
             self.critic.model, self.critic.optimizer = accelerator.prepare(self.critic.model, self.critic.optimizer)
         self.prompt_rng = random.Random(seed)
         self.kl = KLController(opts["kl_coef"], opts["kl_target"], opts["kl_horizon"])
-        self.samples_seen = 0
+        self.samples_seen = self.optimizer_steps = 0
         self.checkpointer = ctx.checkpointer(algorithm, shaping, seed, str(dpo))
         self.start, self.history = self.restore()
 
@@ -125,14 +125,15 @@ class PolicyTrainer:
         if start:
             set_python_rng_state(self.prompt_rng, extra["prompt_rng"])
             self.kl.load_state_dict(extra["kl"])
-            self.samples_seen = extra["samples_seen"]
+            self.samples_seen, self.optimizer_steps = extra["samples_seen"], extra["optimizer_steps"]
             self.algo.load_state_dict(extra["algorithm_state"])
         return start, history
 
     def save(self, step: int) -> None:
         save_training(self.checkpointer, step, *self._state(), self.history, {
             "prompt_rng": python_rng_state(self.prompt_rng), "kl": self.kl.state_dict(),
-            "samples_seen": self.samples_seen, "algorithm_state": self.algo.state_dict()})
+            "samples_seen": self.samples_seen, "optimizer_steps": self.optimizer_steps,
+            "algorithm_state": self.algo.state_dict()})
 
     # --- one step, in order --------------------------------------------------------------------------------------
     def rollout(self) -> tuple[Rollout, list[list[int]], torch.Tensor]:
@@ -214,6 +215,7 @@ class PolicyTrainer:
         record["grad_norm"] = float(accelerator.clip_grad_norm_(self.policy.parameters(), opts["max_grad_norm"]))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
         if self.critic is not None:
             accelerator.clip_grad_norm_(self.critic.model.parameters(), opts["max_grad_norm"])
             self.critic.optimizer.step()
@@ -226,7 +228,7 @@ class PolicyTrainer:
         bodies = [r[:-1] if r and r[-1] == eos_id else r for r in scored.responses]
         rollout = batch.rollout
         row = {
-            "step": step, "samples": self.samples_seen,
+            "step": step, "samples": self.samples_seen, "optimizer_steps": self.optimizer_steps,
             "reward_proxy": scored.proxy.mean().item(), "reward_gold": sum(scored.gold) / len(scored.gold),
             "score": scored.score.mean().item(), "kl": observed_kl,
             "kl_k3": kl_estimate(batch.old_logp, batch.ref_logp, "k3").mul(mask).sum(-1).mean().item(),
@@ -243,7 +245,8 @@ class PolicyTrainer:
         if accelerator.num_processes > 1:  # the row over every process's rollouts
             values = accelerator.reduce(torch.tensor(list(row.values()), device=self.ctx.device,
                                                      dtype=torch.float64), "mean")
-            row = dict(zip(row, values.tolist())) | {"step": step, "samples": self.samples_seen}
+            counters = {"step": step, "samples": self.samples_seen, "optimizer_steps": self.optimizer_steps}
+            row = dict(zip(row, values.tolist())) | counters
         return row
 
     def observed_kl(self, batch: Batch) -> float:
@@ -280,7 +283,7 @@ def tail_metrics(history: list[dict]) -> dict[str, float]:
     """``train_<key>``: each logged quantity averaged over the last tenth of the run (NaN where all missing)."""
     tail = history[-max(1, len(history) // 10) :]
     metrics = {}
-    for key in (k for k in history[-1] if k not in ("step", "samples")):
+    for key in (k for k in history[-1] if k not in ("step", "samples", "optimizer_steps")):
         values = [v for h in tail if not np.isnan(v := h.get(key, np.nan))]
         metrics[f"train_{key}"] = float(np.mean(values)) if values else float("nan")
     return metrics
@@ -291,7 +294,8 @@ def run(ctx: StageContext, algorithm: str, shaping: str, seed: int, data: Path, 
     trainer = PolicyTrainer(ctx, algorithm, shaping, seed, data, sft, rm, dpo)
     history = trainer.train()
     save_model_folder(ctx.accelerator, trainer.policy, trainer.tokenizer, ctx.out)
-    metrics = tail_metrics(history) | {"steps": trainer.opts["steps"], "samples": trainer.samples_seen}
+    metrics = tail_metrics(history) | {"steps": trainer.opts["steps"], "samples": trainer.samples_seen,
+                                       "optimizer_steps": trainer.optimizer_steps}
     return StageResult(metrics, history, {"algorithm": algorithm, "shaping": shaping})
 
 

@@ -55,6 +55,15 @@ class Algorithm:
             return clipped_surrogate_tokens(logp, old_logp, advantages, self.cfg["clip"])
         return policy_gradient_tokens(logp, old_logp, advantages), None
 
+    def samples_per_step(self) -> int:
+        """Rollouts sampled per step: a group of ``group_size`` per prompt for group methods."""
+        return self.cfg["prompts_per_step"] * (self.cfg["group_size"] if self.needs_group else 1)
+
+    def optimizer_steps_per_step(self) -> int:
+        """Optimiser steps per rollout batch: update epochs × mini-batches (as the policy loop cuts them)."""
+        n = self.samples_per_step()
+        return self.update_epochs * len(range(0, n, -(-n // self.cfg["minibatches"])))
+
     def state_dict(self) -> dict[str, Any]:
         """What the algorithm carries from step to step (numbers only), for checkpoints."""
         return {}
