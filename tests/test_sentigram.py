@@ -118,3 +118,38 @@ def test_components_sum_to_gold():
     assert parts["sentiment"] == pytest.approx(1.5 - 0.5 - 1.0)
     assert parts["topicality"] == pytest.approx(-1.0)
     assert parts["ending"] == pytest.approx(0.5)
+
+
+def test_a_quarter_of_the_openings_is_held_out_per_topic():
+    assert len(sg.HELD_OUT_OPENINGS) == 5 * len(sg.TOPICS)
+    for topic in sg.TOPICS:
+        assert sum(o[0] == topic for o in sg.HELD_OUT_OPENINGS) == 5
+    rng = random.Random(3)
+    assert all(sg.is_held_out(sg.sample_prompt(rng, held_out=True)) for _ in range(200))
+    assert not any(sg.is_held_out(sg.sample_prompt(rng, held_out=False)) for _ in range(200))
+    assert not any(sg.is_held_out(sum(sg.sample_document(rng), [])) for _ in range(500))
+
+
+@pytest.mark.parametrize("experiment", ["config/config.yaml", "config/experiments/quick.yaml"])
+def test_test_prompts_never_occur_in_training_prompts_or_sft_documents(experiment, tmp_path):
+    """Held out by construction: no test prompt is a training prompt (so none is in the label pool, which is
+    drawn from the training prompts), and no SFT document starts with one."""
+    from pathlib import Path
+
+    from rewardlab import config as C
+    from rewardlab.data import preprocess
+    from rewardlab.runinfo import read_jsonl
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "config/config.yaml"] + ([root / experiment] if experiment != "config/config.yaml" else [])
+    cfg = C.load(*files)
+    cfg["progress"] = False
+    preprocess.STAGE.execute(cfg, tmp_path)
+    test = {r["prompt"] for r in read_jsonl(tmp_path / "prompts_test.jsonl")}
+    train = {r["prompt"] for r in read_jsonl(tmp_path / "prompts_train.jsonl")}
+    assert test and train and not test & train
+    documents = [f"{r['prompt']} {r['completion']}" for name in ("sft_train", "sft_valid")
+                 for r in read_jsonl(tmp_path / f"{name}.jsonl")]
+    opening = {" ".join(p.split()[:6]) for p in test}  # every test prompt starts with its held-out opening
+    assert not any(" ".join(d.split()[:6]) in opening for d in documents)
+    assert len(test) >= 50  # enough distinct held-out prompts to evaluate on

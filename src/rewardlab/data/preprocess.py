@@ -26,8 +26,8 @@ def build_corpus(task: Task, num: int, rng: random.Random) -> list[dict[str, str
     return rows
 
 
-def build_prompts(task: Task, num: int, rng: random.Random) -> list[dict[str, str]]:
-    return [{"prompt": " ".join(task.sample_prompt(rng))} for _ in range(num)]
+def build_prompts(task: Task, num: int, rng: random.Random, held_out: bool) -> list[dict[str, str]]:
+    return [{"prompt": " ".join(task.sample_prompt(rng, held_out))} for _ in range(num)]
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -38,8 +38,8 @@ def run(ctx: StageContext) -> StageResult:
     streams = {name: random.Random(f"{data['seed']}-{name}") for name in ("train", "valid", "ptrain", "ptest")}
     sft_train = build_corpus(task, data["num_sft_train"], streams["train"])
     sft_valid = build_corpus(task, data["num_sft_valid"], streams["valid"])
-    prompts_train = build_prompts(task, data["num_prompts_train"], streams["ptrain"])
-    prompts_test = build_prompts(task, data["num_prompts_test"], streams["ptest"])
+    prompts_train = build_prompts(task, data["num_prompts_train"], streams["ptrain"], held_out=False)
+    prompts_test = build_prompts(task, data["num_prompts_test"], streams["ptest"], held_out=True)
     write_jsonl(out / "sft_train.jsonl", sft_train)
     write_jsonl(out / "sft_valid.jsonl", sft_valid)
     write_jsonl(out / "prompts_train.jsonl", prompts_train)

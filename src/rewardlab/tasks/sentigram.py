@@ -15,6 +15,7 @@ extrapolates "more adjectives is better"), length (the gold penalises T > L*), a
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -287,19 +288,44 @@ def header(topic: str) -> list[str]:
     return [BOS, TOPIC_MARKER, topic, SEP]
 
 
+# Held-out prompts by construction (rlhf-reference.md §4: evaluation on prompts the policy never trained on):
+# per topic, a quarter of the 20 (determiner, noun) openings — the 5 with the smallest SHA-256 of their text —
+# belong to the test prompts only. Training prompts and SFT documents never start with one, so a test prompt
+# never occurs in the training prompts, the label pool or at the prompt positions of the SFT corpus.
+HELD_OUT_PER_TOPIC = 5
+HELD_OUT_OPENINGS = frozenset(
+    opening
+    for topic in TOPICS
+    for opening in sorted(((topic, d, n) for d in DETERMINERS for n in TOPIC_NOUNS[topic]),
+                          key=lambda o: hashlib.sha256(" ".join(o).encode()).hexdigest())[:HELD_OUT_PER_TOPIC]
+)
+
+
+def is_held_out(prompt: Sequence[str]) -> bool:
+    """Whether a prompt (or document) opens with a held-out (topic, determiner, noun)."""
+    return len(prompt) >= 6 and (prompt[2], prompt[4], prompt[5]) in HELD_OUT_OPENINGS
+
+
 def sample_document(rng: random.Random, cfg: GeneratorConfig = GeneratorConfig()) -> tuple[list[str], list[str]]:
-    """An SFT document split as (prompt, completion): the header plus 2–3 sentence tokens, then the rest."""
-    topic = rng.choice(TOPICS)
-    sentence = sample_sentence(rng, topic, cfg)
-    cut = rng.choice([2, 3])
-    return header(topic) + sentence[:cut], sentence[cut:] + [EOS]
+    """An SFT document split as (prompt, completion): the header plus 2–3 sentence tokens, then the rest. Never
+    one that opens like a held-out prompt (redrawn)."""
+    while True:
+        topic = rng.choice(TOPICS)
+        sentence = sample_sentence(rng, topic, cfg)
+        cut = rng.choice([2, 3])
+        if not is_held_out(header(topic) + sentence):
+            return header(topic) + sentence[:cut], sentence[cut:] + [EOS]
 
 
-def sample_prompt(rng: random.Random, cfg: GeneratorConfig = GeneratorConfig()) -> list[str]:
-    """A clean RL/evaluation prompt: ``<bos> topic: T <sep>`` then DET NOUN (VERB)."""
-    topic = rng.choice(TOPICS)
-    sentence = sample_sentence(rng, topic, cfg, deviations=False)
-    return header(topic) + sentence[: rng.choice([2, 3])]
+def sample_prompt(rng: random.Random, held_out: bool = False, cfg: GeneratorConfig = GeneratorConfig()) -> list[str]:
+    """A clean RL/evaluation prompt: ``<bos> topic: T <sep>`` then DET NOUN (VERB); from the held-out openings
+    when ``held_out`` (test prompts), from the others otherwise (redrawn until it is)."""
+    while True:
+        topic = rng.choice(TOPICS)
+        sentence = sample_sentence(rng, topic, cfg, deviations=False)
+        prompt = header(topic) + sentence[: rng.choice([2, 3])]
+        if is_held_out(prompt) == held_out:
+            return prompt
 
 
 SPECIALS = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "unk_token": UNK, "sep_token": SEP}
@@ -311,4 +337,5 @@ def gold_config(task: Mapping[str, Any]) -> GoldConfig:
     return GoldConfig(**{key: task[key] for key in keys if key in task})
 
 
-TASKS.add("sentigram", Task("sentigram", VOCAB, SPECIALS, sample_document, sample_prompt, gold_config, gold_credits))
+TASKS.add("sentigram", Task("sentigram", VOCAB, SPECIALS, sample_document, sample_prompt, gold_config, gold_credits,
+                            is_held_out))
