@@ -81,3 +81,42 @@ def test_likert_scales_span_zero_to_four_and_the_combination_inverts_them():
     assert linear == pytest.approx(by_hand)
     rows = A.label_ratings(pool, scales, 0.0, random.Random(6))
     assert all(0 <= row[a] <= 4 for row in rows for a in A.ATTRIBUTES)
+
+
+def synthetic_pool(prompts: int, k: int, seed: int) -> list:
+    """Pool items whose gold is the sum of its components, as SentiGram's is."""
+    rng = random.Random(seed)
+    pool = []
+    for p in range(prompts):
+        components = [{"sentiment": rng.gauss(0, 2), "grammar": -abs(rng.gauss(0, 1)), "topicality": rng.gauss(0, 1),
+                       "ending": rng.gauss(0, 1), "adjectives": rng.randint(0, 5)} for _ in range(k)]
+        gold = [c["sentiment"] + c["grammar"] + c["topicality"] + c["ending"] for c in components]
+        pool.append(A.PoolItem(f"prompt {p}", [f"response {p}.{i}" for i in range(k)], gold, components))
+    return pool
+
+
+@pytest.mark.parametrize("flip_rate", [0.0, 0.25])
+def test_every_label_shape_carries_the_pair_labels_information(flip_rate):
+    """One noise model for pairs, rankings and ratings: the pairwise gold agreement each label set implies
+    matches the pair labels' within ±0.02 (and the expected (1 − ε)·A + ε·(1 − A))."""
+    pool = synthetic_pool(3000, 4, seed=11)
+    tau = 1.0
+    pairs, _ = A.label_pairs(pool, tau, flip_rate, "small", random.Random(1))
+    rankings = A.label_rankings(pool, tau, random.Random(2), flip_rate)
+    scales = A.fit_scales(pool)
+    sigma = A.calibrate_attribute_noise(pool, scales, A.bt_agreement(pool, tau, 0.0), "calibrate")
+    ratings = A.label_ratings(pool, scales, sigma, random.Random(3), tau, flip_rate)
+    audit = A.audit(pairs, rankings, ratings, scales, A.bt_agreement(pool, tau, flip_rate))
+    target = audit["target"]["gold_agreement"]
+    assert 0.6 < target < 0.95  # noisy enough for the test to mean something
+    for shape in ("pairs", "rankings", "ratings", "rating_attributes"):
+        assert audit[shape]["gold_agreement"] == pytest.approx(target, abs=0.02), (shape, audit)
+    assert audit["rankings"]["comparisons"] == audit["ratings"]["comparisons"] > audit["pairs"]["comparisons"]
+
+
+def test_rankings_and_ratings_flip_as_a_whole_prompt():
+    pool = synthetic_pool(1, 4, seed=5)
+    ranked = A.label_rankings(pool, 0.0, random.Random(0), flip_rate=1.0)[0]
+    assert [pool[0].gold[k] for k in ranked["order"]] == sorted(pool[0].gold)  # worst first: reversed
+    rated = A.label_ratings(pool, A.fit_scales(pool), 0.0, random.Random(0), 0.0, flip_rate=1.0)
+    assert [r["rating"] for r in rated] == [-g for g in pool[0].gold]

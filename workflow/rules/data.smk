@@ -54,6 +54,7 @@ rule label:
         expand(f"{RESULTS}/labels/{{{{noise}}}}/{{name}}.jsonl",
                name=["pairs_train", "pairs_test", "rankings_train", "ratings_train"]),
         f"{RESULTS}/labels/{{noise}}/scales.json",
+        f"{RESULTS}/labels/{{noise}}/audit.json",
         stage_files(f"{RESULTS}/labels/{{noise}}"),
     params:
         cfg=lambda w: stage_config("label"),

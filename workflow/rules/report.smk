@@ -5,6 +5,7 @@ rule summary:
         bon=expand(f"{RESULTS}/eval/rm/{{run}}/bon.csv", run=rm_runs()),
         policy=expand(f"{RESULTS}/eval/policy/{{run}}/metrics.json", run=policy_runs()),
         histories=expand(f"{RESULTS}/policy/{{run}}/history.csv", run=online_policy_runs()),
+        audits=[] if REAL else expand(f"{RESULTS}/labels/{{noise}}/audit.json", noise=NOISES),
     output:
         markdown=f"{RESULTS}/eval/summary.md",
         csv=f"{RESULTS}/eval/summary.csv",
@@ -39,5 +40,5 @@ rule summary:
         gpu=0,
     shell:
         "{PYTHON} -m rewardlab.evaluate.summary --rm-evals {params.rm:q} --policy-evals {params.policy:q}"
-        " --histories {params.histories:q} --baseline-loss {params.baseline_loss:q}"
+        " --histories {params.histories:q} --audits {input.audits:q} --baseline-loss {params.baseline_loss:q}"
         " --baseline-policy {params.baseline_policy:q} --out {params.out:q} 2> {log:q}"

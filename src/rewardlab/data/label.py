@@ -7,6 +7,8 @@ Inputs: the pool (rewardlab.data.pool). Outputs in labels/<noise>/, with <noise>
   ratings_train.jsonl                   HelpSteer2 rows: prompt, response, helpfulness, correctness,
                                         coherence, complexity, verbosity (0–4), gold
   scales.json                           the Likert scales and the linear combination that estimates R*
+  audit.json                            the information audit: per label set, the pairwise comparisons it
+                                        implies and how often they agree with the gold order (and the target)
   metrics.json, run.json
 Pure Python: no model is loaded.
 """
@@ -46,10 +48,18 @@ def run(ctx: StageContext, flip_rate: float, pool: Path) -> StageResult:
     pairs_test, _ = A.label_pairs(test, labels["temperature"], flip_rate, labels["margin_scale"], rng["test"], edges)
     if not pairs_train or not pairs_test:
         raise SystemExit("label: no informative pairs; raise labels.num_prompts or labels.samples_per_prompt")
-    rankings = A.label_rankings(train, labels["temperature"], rng["rank"])
+    tau = labels["temperature"]
+    rankings = A.label_rankings(train, tau, rng["rank"], flip_rate)
     scales = A.fit_scales(train)
-    ratings = A.label_ratings(train, scales, labels["rating_noise"], rng["rate"])
+    # Equal information: the Likert noise that makes the attributes agree with the gold order as often as a
+    # pair label does before its flip (labels.rating_noise overrides it).
+    before_flip = A.bt_agreement(train, tau, 0.0)
+    sigma = labels["rating_noise"]
+    if sigma is None:
+        sigma = A.calibrate_attribute_noise(train, scales, before_flip, f"{labels['seed']}-{flip_rate}-calibrate")
+    ratings = A.label_ratings(train, scales, sigma, rng["rate"], tau, flip_rate)
     weights, offset = A.combination_weights(scales)
+    audit = A.audit(pairs_train, rankings, ratings, scales, A.bt_agreement(train, tau, flip_rate))
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "pairs_train.jsonl", (ultrafeedback_row(p) for p in pairs_train))
     write_jsonl(out / "pairs_test.jsonl", (ultrafeedback_row(p) for p in pairs_test))
@@ -57,9 +67,12 @@ def run(ctx: StageContext, flip_rate: float, pool: Path) -> StageResult:
     write_jsonl(out / "ratings_train.jsonl", ratings)
     write_json(out / "scales.json", {"attributes": list(A.ATTRIBUTES),
                                      "scales": {a: {"a": s.a, "b": s.b} for a, s in scales.items()},
-                                     "weights": weights, "offset": offset, "strength_edges": edges})
+                                     "weights": weights, "offset": offset, "strength_edges": edges,
+                                     "attribute_noise": sigma})
+    write_json(out / "audit.json", audit)
     return StageResult({**summarise(pairs_train, "train"), **summarise(pairs_test, "test"), "rankings": len(rankings),
-                        "ratings": len(ratings), "flip_rate": flip_rate})
+                        "ratings": len(ratings), "flip_rate": flip_rate, "attribute_noise": sigma,
+                        **{f"audit_{shape}_agreement": v["gold_agreement"] for shape, v in audit.items()}})
 
 
 STAGE = Stage("label", run, (Argument("--flip-rate", float), Argument("--pool", Path)),

@@ -156,6 +156,22 @@ def interval_table(aggregated: pd.DataFrame, tests: pd.DataFrame, metrics: list[
     return markdown_table(cells, ["group", "seeds", "baseline"] + present)
 
 
+def audit_table(paths: list[str]) -> str:
+    """The label stage's information audits: per noise level and label set, the pairwise comparisons it implies
+    and how often they agree with the gold order, beside the pair labels' expected agreement (the target)."""
+    rows = []
+    for path in paths:
+        audit = json.loads(Path(path).read_text())
+        target = audit["target"]["gold_agreement"]
+        for shape, values in audit.items():
+            if shape != "target":
+                rows.append({"noise": Path(path).parent.name, "label set": shape,
+                             "comparisons": values["comparisons"], "gold agreement": values["gold_agreement"],
+                             "target": target})
+    return ("\n## Information audit: implied pairwise comparisons and their agreement with the gold order\n\n"
+            + markdown_table(pd.DataFrame(rows), ["noise", "label set", "comparisons", "gold agreement", "target"]))
+
+
 def rm_baseline(loss: str | None) -> Callable[[str], str | None]:
     """``<loss>-<noise>`` → the baseline loss at the same label noise."""
     return lambda group: f"{loss}-{group.rsplit('-', 1)[1]}" if loss and "-" in group else None
@@ -173,7 +189,7 @@ POLICY_HEADLINE = ["reward_gold", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_g
 
 
 def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_loss: str | None,
-                 baseline_policy: str) -> pd.DataFrame:
+                 baseline_policy: str, audits: str = "") -> pd.DataFrame:
     """summary.{csv,md,html}, summary_rm.csv, summary_aggregate.csv and metrics.json; returns the RM intervals."""
     rm_cols = ["run"] + [c for c in RM_COLUMNS if c in rm]
     policy_cols = ["run"] + [c for c in POLICY_COLUMNS if c in policy]
@@ -205,7 +221,7 @@ def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_los
         + f"\n## Policies, {heading}\n\n" + interval_table(policy_agg, policy_tests, POLICY_HEADLINE)
         + "\n## Reward models (held-out pairs, ToyRewardBench, best-of-n)\n\n" + markdown_table(rm, rm_cols)
         + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
-        + markdown_table(policy, policy_cols)))
+        + markdown_table(policy, policy_cols) + audits))
     atomic_write_text(out / "summary.html", (
         "<h3>Reward models (held-out pairs)</h3>" + rm[rm_cols].to_html(index=False, float_format="%.3f")
         + "<h3>Policies (held-out prompts)</h3>" + policy[policy_cols].to_html(index=False, float_format="%.3f")
@@ -219,6 +235,7 @@ def main() -> None:
     parser.add_argument("--rm-evals", nargs="+", required=True)
     parser.add_argument("--policy-evals", nargs="*", default=[], help="Empty for a reward-model-only study.")
     parser.add_argument("--histories", nargs="*", default=[], help="Policy training folders (history.csv).")
+    parser.add_argument("--audits", nargs="*", default=[], help="labels/<noise>/audit.json (information audits).")
     parser.add_argument("--baseline-loss", default=None, help="The loss other reward models are tested against.")
     parser.add_argument("--baseline-policy", default="sft", help="The policy other policies are tested against "
                         "(sft, an <algo>-<shaping>, <algo>-offline or bon<N>).")
@@ -235,7 +252,8 @@ def main() -> None:
     if not policy.empty:
         policy = policy.merge(rl_fits(histories), on="run", how="left")
         policy = pd.concat([policy, bon_rows(bon_tables)], ignore_index=True)
-    rm_agg = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy)
+    audits = audit_table(args.audits) if args.audits else ""
+    rm_agg = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy, audits)
 
     calibration = {Path(f).name: pd.read_csv(Path(f) / "calibration.csv") for f in args.rm_evals}
     calibration_plot(calibration, out / "plots" / "rm_calibration.png")

@@ -103,7 +103,8 @@ class RankingSet(LabelSet):
 class RatingSet(LabelSet):
     """Likert ratings of single responses: the attribute vector, and the scalar target a scalar head regresses.
 
-    The scalar is the fixed combination of ratings that estimates R*, standardised over the training ratings.
+    The scalar is the annotator's scalar rating (or, in older label files, the fixed combination of attribute
+    ratings that estimates R*), standardised over the training ratings.
     R* sits far from 0 (about −20 on a young SFT policy's samples): regressed raw, the first hundreds of steps
     only move the output's offset (seen in bf16 on a GPU). An affine change of target leaves the order unchanged.
     """
@@ -113,8 +114,11 @@ class RatingSet(LabelSet):
         self.sequences = encode_prompt_responses(tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows])
         self.attributes = torch.tensor([[float(r[a]) for a in ATTRIBUTES] for r in rows])
         self.scalar = None
-        if combination:
+        if rows and "rating" in rows[0]:  # the annotator's scalar rating (R* + τ·G, the noise model of the pairs)
+            scalar = torch.tensor([float(r["rating"]) for r in rows])
+        elif combination:  # older label files: the fixed combination of the attribute ratings
             scalar = self.attributes @ torch.tensor(combination["weights"]) + combination["offset"]
+        if rows and ("rating" in rows[0] or combination):
             self.scalar = (scalar - scalar.mean()) / scalar.std().clamp_min(1e-8)
 
     def batch(self, index: list[int]) -> Batch:
