@@ -87,7 +87,9 @@ def test_report_renders(quick_run):
 STUDY = {
     "name": "study",
     "seeds": [0, 1],
-    "labels": {"flip_rate": [0.0, 0.25], "num_prompts": 512},  # fewer labels than quick's: a sweep, not a result
+    # Fewer labels and a smaller best-of-n pool than quick's: a sweep, not a result.
+    "labels": {"flip_rate": [0.0, 0.25], "num_prompts": 256, "samples_per_prompt": 4},
+    "bon": {"num_prompts": 16, "samples_per_prompt": 8},
     "reward": {"losses": ["bt_margin"], "epochs": 1, "ensemble": {"members": 2, "aggregate": "uwo"}},
     "policy": {"algorithms": []},
     "resources": {"reward": {"threads": 1}},
