@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -174,7 +173,3 @@ def parse_config(text: str) -> dict[str, Any]:
 def optional_path(text: str) -> Path | None:
     """An argument type: a path, or None for an empty string."""
     return Path(text) if text else None
-
-
-def warn(message: str) -> None:
-    print(message, file=sys.stderr)
