@@ -69,3 +69,11 @@ def test_rl_fit_peak_by_hand():
     peak_gold = peak_d * (alpha - beta * math.log(peak_d))
     assert row["rl_kl_peak"] == pytest.approx(peak_d**2, rel=0.15)
     assert row["rl_gold_peak"] == pytest.approx(0.5 + peak_gold, rel=0.05)
+
+
+def test_a_peak_beyond_the_runs_kl_is_missing_not_extrapolated():
+    d = np.linspace(0.1, 2.0, 40)  # the curve above peaks at d* = e ≈ 2.72, beyond this run's reach
+    history = pd.DataFrame({"kl": d**2, "reward_gold": d * (2.0 - np.log(d))})
+    row = rl_fits({"ppo-sparse-bt-eps0.0-s0": history}).iloc[0]
+    assert math.isnan(row["rl_gold_peak"]) and math.isnan(row["rl_kl_peak"])
+    assert row["rl_beta"] > 0

@@ -103,7 +103,7 @@ def gold_at_kl(kl: np.ndarray, gold: np.ndarray, budget: float) -> float:
 def rl_fits(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per training run: gold at equal KL, and the Gao RL fit R(d) = d(α − β log d) of the gold gain over step 1
     against d = √KL (rollouts, smoothed over 5 steps) with its peak, at d* = exp(α/β − 1): gold(step 1) + β·d*
-    and KL d*² (missing when β ≤ 0: no over-optimisation within reach)."""
+    and KL d*² (missing when β ≤ 0, or when d*² lies beyond the run's largest KL: no turnover observed)."""
     rows = []
     for name, history in histories.items():
         smooth = history[["kl", "reward_gold"]].rolling(5, min_periods=1).mean()
@@ -111,6 +111,8 @@ def rl_fits(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
         start = history["reward_gold"].iloc[0]
         alpha, beta, r2 = gao_fit_rl(d, smooth["reward_gold"] - start)
         peak_d = float(np.exp(alpha / beta - 1)) if beta > 0 else float("nan")
+        if not peak_d**2 <= smooth["kl"].max():  # beyond the KL the run reached: an extrapolation, not a peak
+            peak_d = float("nan")
         rows.append({"run": name, **{f"gold_at_kl{b}": gold_at_kl(smooth["kl"].to_numpy(),
                                                                   smooth["reward_gold"].to_numpy(), b)
                                      for b in KL_BUDGETS},
