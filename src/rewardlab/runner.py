@@ -41,10 +41,6 @@ class Argument:
     default: Any = None
     choices: tuple[str, ...] | None = None
 
-    @property
-    def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
-
 
 @dataclass
 class StageResult:

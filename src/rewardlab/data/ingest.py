@@ -71,10 +71,6 @@ def _pairs_only(records: list[dict[str, Any]], path: str) -> list[dict[str, Any]
 
 def read_splits(source: dict[str, Any], data: dict[str, Any], counts: Counter) -> tuple[list, list]:
     """Training and held-out records: the test file, or a seeded ``test_fraction`` of the training file."""
-    for key in ("path", "test_path", "sft_path"):
-        if source.get(key) and not Path(source[key]).is_file():
-            raise SystemExit(f"data.source.{key}: {source[key]} does not exist (place the files locally; nothing "
-                             "is downloaded)")
     try:
         train = _pairs_only(read_records(source["path"], source["format"], "train", data["on_bad_row"], counts),
                             source["path"])
@@ -150,6 +146,10 @@ def write_outputs(out: Path, train_rows: list[dict], test_rows: list[dict], sft_
 
 def run(ctx: StageContext) -> StageResult:
     source, data, model = ctx.config["data"]["source"], ctx.config["data"], ctx.config["model"]
+    for key in ("path", "test_path", "sft_path"):  # every input file is there before the model is loaded
+        if source.get(key) and not Path(source[key]).is_file():
+            raise SystemExit(f"data.source.{key}: {source[key]} does not exist (place the files locally; nothing "
+                             "is downloaded)")
     counts: Counter = Counter()
     tokenizer = load_tokenizer(model["name_or_path"], model["trust_remote_code"])
     train, test = read_splits(source, data, counts)

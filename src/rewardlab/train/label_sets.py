@@ -39,7 +39,7 @@ class Batch:
 class LabelSet:
     """Examples of one label shape, encoded once."""
 
-    def __init__(self, rows: list[dict], tokenizer: Any, prompts: list[str]):
+    def __init__(self, tokenizer: Any, prompts: list[str]):
         lengths = {p: len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in dict.fromkeys(prompts)}
         self.prompt_length = [lengths[p] for p in prompts]
         self.size = len(prompts)
@@ -61,7 +61,7 @@ class PairSet(LabelSet):
     def __init__(self, rows: list[dict], tokenizer: Any, combination: Mapping[str, Any] | None = None):
         pairs = read_pairs(rows, losses.LABEL_FILES["pairs"])
         prompts = [p["prompt"] for p in pairs]
-        super().__init__(rows, tokenizer, prompts)
+        super().__init__(tokenizer, prompts)
         self.chosen = encode_prompt_responses(tokenizer, prompts, [p["chosen"] for p in pairs])
         self.rejected = encode_prompt_responses(tokenizer, prompts, [p["rejected"] for p in pairs])
         self.margin = torch.tensor([p["margin"] for p in pairs], dtype=torch.float)
@@ -84,7 +84,7 @@ class RankingSet(LabelSet):
     """K responses per prompt and the annotator's order (best first): a batch is K rows per example."""
 
     def __init__(self, rows: list[dict], tokenizer: Any, combination: Mapping[str, Any] | None = None):
-        super().__init__(rows, tokenizer, [r["prompt"] for r in rows])
+        super().__init__(tokenizer, [r["prompt"] for r in rows])
         self.k = len(rows[0]["responses"])
         self.responses = [encode_prompt_responses(tokenizer, [r["prompt"]] * self.k, r["responses"]) for r in rows]
         self.order = torch.tensor([r["order"] for r in rows], dtype=torch.long)
@@ -110,16 +110,15 @@ class RatingSet(LabelSet):
     """
 
     def __init__(self, rows: list[dict], tokenizer: Any, combination: Mapping[str, Any] | None = None):
-        super().__init__(rows, tokenizer, [r["prompt"] for r in rows])
+        super().__init__(tokenizer, [r["prompt"] for r in rows])
         self.sequences = encode_prompt_responses(tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows])
         self.attributes = torch.tensor([[float(r[a]) for a in ATTRIBUTES] for r in rows])
-        self.scalar = None
+        scalar = None
         if rows and "rating" in rows[0]:  # the annotator's scalar rating (R* + τ·G, the noise model of the pairs)
             scalar = torch.tensor([float(r["rating"]) for r in rows])
         elif combination:  # older label files: the fixed combination of the attribute ratings
             scalar = self.attributes @ torch.tensor(combination["weights"]) + combination["offset"]
-        if rows and ("rating" in rows[0] or combination):
-            self.scalar = (scalar - scalar.mean()) / scalar.std().clamp_min(1e-8)
+        self.scalar = None if scalar is None else (scalar - scalar.mean()) / scalar.std().clamp_min(1e-8)
 
     def batch(self, index: list[int]) -> Batch:
         return Batch([self.sequences[i] for i in index], [self.prompt_length[i] for i in index], torch.tensor(index))
