@@ -47,6 +47,12 @@ def test_baseline_groups():
     assert rm_baseline("bt")("hinge-eps0.25") == "bt-eps0.25"
     assert policy_baseline("sft")("ppo-sparse-bt-eps0.0") == "sft-bt-eps0.0"
     assert policy_baseline("ppo-sparse")("dpo-offline-bt-eps0.0") == "ppo-sparse-bt-eps0.0"
+    # A bare shaping: each online algorithm against itself with that shaping; offline, sft and bon have none.
+    sparse = policy_baseline("sparse")
+    assert sparse("reinforce_pp-abc_beta05-bt-eps0.0") == "reinforce_pp-sparse-bt-eps0.0"
+    assert sparse("ppo-uniform-bt-eps0.25") == "ppo-sparse-bt-eps0.25"
+    assert sparse("dpo-offline-bt-eps0.0") is None and sparse("sft-bt-eps0.0") is None
+    assert sparse("bon64-bt-eps0.0") is None
 
 
 def test_gold_at_kl_interpolates_in_sqrt_kl_and_is_missing_out_of_reach():

@@ -174,3 +174,20 @@ def test_multi_gpu_stages_launch_through_accelerate(tmp_path):
             " -m rewardlab.train.sft") in out
     reward_lines = [line for line in out.splitlines() if "rewardlab.train.reward" in line]
     assert reward_lines and not any("accelerate" in line for line in reward_lines)  # gpu 0: plain python
+
+
+def test_a_shaping_variant_runs_its_base_shaping_with_its_own_values(tmp_path):
+    """A name of policy.shaping_variants is a wildcard like any shaping: its folder carries the variant's name, its
+    command the registered shaping and the variant's values (a dry run shows the commands)."""
+    extra = tmp_path / "variant.yaml"
+    extra.write_text("policy:\n  algorithms: [ppo]\n  shapings: [abc, abc_beta08]\n  abc_beta: 0.5\n"
+                     "  shaping_variants: {abc_beta08: {shaping: abc, abc_beta: 0.8}}\n")
+    proc = subprocess.run([SNAKEMAKE, "-n", "-p", "--forceall", "--cores", "2", "--configfile", QUICK, str(extra)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    policy = [line for line in proc.stdout.splitlines() if "rewardlab.train.policy" in line]
+    variant = [line for line in policy if "policy/ppo-abc_beta08-" in line]
+    plain = [line for line in policy if "policy/ppo-abc-" in line]
+    assert variant and plain
+    assert all("--shaping abc " in line and '"abc_beta": 0.8' in line for line in variant)
+    assert all("--shaping abc " in line and '"abc_beta": 0.5' in line for line in plain)

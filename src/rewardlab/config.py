@@ -8,6 +8,7 @@ config is refused before any job starts; ``rewardlab validate`` does the same fr
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -44,7 +45,7 @@ def with_registered_names(schema: dict[str, Any]) -> dict[str, Any]:
     reward["losses"]["items"] = {"enum": LOSSES.names()}
     reward["loss_params"]["properties"] = loss_params_schema()
     policy["algorithms"]["items"] = {"enum": ALGORITHMS.names() + OFFLINE.names()}
-    policy["shapings"]["items"] = {"enum": SHAPINGS.names()}
+    policy["shaping_variants"]["additionalProperties"]["properties"]["shaping"] = {"enum": SHAPINGS.names()}
     policy["overrides"]["propertyNames"] = {"enum": ALGORITHMS.names()}
     top["data"]["properties"]["source"]["properties"]["format"]["enum"] = READERS.names()
     top["task"]["properties"]["name"]["enum"] = TASKS.names()
@@ -94,15 +95,25 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
     policy = config["policy"]
     schema = schema["properties"]["policy"]
-    option_names = set(schema["properties"]) - {"algorithms", "shapings", "overrides", "dpo"}
-    for algo, override in policy["overrides"].items():
+    option_names = set(schema["properties"]) - {"algorithms", "shapings", "overrides", "shaping_variants", "dpo"}
+    variants = policy["shaping_variants"]
+    sources = [(f"overrides.{algo}", values) for algo, values in policy["overrides"].items()]
+    sources += [(f"shaping_variants.{name}", {k: v for k, v in values.items() if k != "shaping"})
+                for name, values in variants.items()]
+    for where, override in sources:
         unknown = sorted(set(override) - option_names)
         if unknown:
-            raise ConfigError(f"policy.overrides.{algo}.{unknown[0]}: unknown key (allowed: policy options)")
-        merged = {**{k: v for k, v in policy.items() if k != "overrides"}, **override}
+            raise ConfigError(f"policy.{where}.{unknown[0]}: unknown key (allowed: policy options)")
+        merged = {**policy, **override}
         for error in jsonschema.Draft202012Validator(schema).iter_errors(merged):
             path = ".".join(str(p) for p in error.absolute_path)
-            raise ConfigError(f"policy.overrides.{algo}.{path}: {error.message}")
+            raise ConfigError(f"policy.{where}.{path}: {error.message}")
+    _check_shaping_names(policy)
+    baseline = config["evaluate"]["baseline_policy"]
+    if "-" not in baseline and baseline != "sft" and not re.fullmatch(r"bon\d+", baseline) \
+            and baseline not in policy["shapings"]:
+        raise ConfigError(f"evaluate.baseline_policy: {baseline!r} is not sft, bon<N>, <algo>-<shaping>, "
+                          "<algo>-offline, or a name in policy.shapings")
     if policy["prompts_per_step"] < policy["minibatches"]:
         raise ConfigError(
             f"policy.minibatches: {policy['minibatches']} is more than policy.prompts_per_step "
@@ -124,6 +135,25 @@ def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
             f"task.max_new_tokens: {config['task']['max_new_tokens']} plus the prompt does not fit "
             f"model.n_positions ({budget})"
         )
+
+
+def _check_shaping_names(policy: Mapping[str, Any]) -> None:
+    from rewardlab.rl.shapings import SHAPINGS
+
+    registered, variants = SHAPINGS.names(), policy["shaping_variants"]
+    for name in variants:
+        if name in registered:
+            raise ConfigError(f"policy.shaping_variants.{name}: the name of a registered shaping; choose another")
+    for index, name in enumerate(policy["shapings"]):
+        if name not in registered and name not in variants:
+            raise ConfigError(f"policy.shapings.{index}: {name!r} is neither a registered shaping "
+                              f"({', '.join(registered)}) nor a name in policy.shaping_variants")
+
+
+def base_shaping(config: Mapping[str, Any], name: str) -> str:
+    """The registered shaping behind a name of ``policy.shapings`` (itself, or a variant's ``shaping``)."""
+    variant = config["policy"]["shaping_variants"].get(name)
+    return variant["shaping"] if variant else name
 
 
 def flip_rates(config: Mapping[str, Any]) -> list[float]:
@@ -186,5 +216,5 @@ def _check_real_data(config: dict[str, Any]) -> None:
     if flip_rates(config) != [0.0]:
         raise ConfigError("labels.flip_rate: real data keeps its own labels; set [0.0]")
     for name in config["policy"]["shapings"]:
-        if "gold_credits" in SHAPINGS.get(name).needs:
+        if "gold_credits" in SHAPINGS.get(base_shaping(config, name)).needs:
             raise ConfigError(f"policy.shapings: {name} needs the task's per-token gold credit; real data has none")

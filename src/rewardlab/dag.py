@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from rewardlab.config import is_real_data
+from rewardlab.config import base_shaping, is_real_data
 
 COMMON_KEYS = ("device", "precision", "progress")
 # The config each stage reads: whole sections, or "section.key" for single keys. Sweep lists (seeds,
@@ -31,7 +31,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
 # Real data: preprocess reads the model (its tokenizer and chat template) and the task is not used.
 REAL_STAGE_KEYS = {"preprocess": ("data", "model")}
 # Keys a section's slice leaves out: sweeps, and what another stage reads.
-EXCLUDED = {"reward": ("losses", "composite"), "policy": ("algorithms", "shapings"),
+EXCLUDED = {"reward": ("losses", "composite"), "policy": ("algorithms", "shapings", "shaping_variants"),
             "evaluate": ("baseline_loss", "baseline_policy")}  # read by the summary, not by the evaluations
 # The tiny GPT's stages do not read the pretrained-model keys: changing them reruns nothing.
 PRETRAINED_KEYS = ("name_or_path", "trust_remote_code", "max_length", "gradient_checkpointing", "lora")
@@ -68,6 +68,15 @@ def stage_config(config: Mapping[str, Any], stage: str) -> str:
     return json.dumps(stage_slice(config, stage), sort_keys=True)
 
 
+def policy_config(config: Mapping[str, Any], shaping: str) -> str:
+    """The policy stage's slice for one name of ``policy.shapings``: a variant's values
+    (``policy.shaping_variants``) replace the options they name, for that variant's runs only."""
+    sliced = stage_slice(config, "policy")
+    variant = config["policy"]["shaping_variants"].get(shaping, {})
+    sliced["policy"].update({k: v for k, v in variant.items() if k != "shaping"})
+    return json.dumps(sliced, sort_keys=True)
+
+
 def online_algorithms(config: Mapping[str, Any]) -> list[str]:
     from rewardlab.rl.algorithms import ALGORITHMS
 
@@ -88,11 +97,11 @@ def label_file(loss: str) -> str:
     return LOSSES.get(loss).label_file
 
 
-def needs_dpo_policy(shaping: str) -> bool:
+def needs_dpo_policy(config: Mapping[str, Any], shaping: str) -> bool:
     from rewardlab.rl.shapings import SHAPINGS
 
-    return "dpo_policy" in SHAPINGS.get(shaping).needs
+    return "dpo_policy" in SHAPINGS.get(base_shaping(config, shaping)).needs
 
 
 def dpo_shapings(config: Mapping[str, Any]) -> list[str]:
-    return [s for s in config["policy"]["shapings"] if needs_dpo_policy(s)]
+    return [s for s in config["policy"]["shapings"] if needs_dpo_policy(config, s)]

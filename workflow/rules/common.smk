@@ -3,7 +3,7 @@ import shlex
 import sys
 
 from rewardlab import dag
-from rewardlab.config import flip_rates, is_real_data, noise_tag, stage_resources
+from rewardlab.config import base_shaping, flip_rates, is_real_data, noise_tag, stage_resources
 
 EXP = config["name"]
 DATA = f"data/processed/{config['data']['name']}"

@@ -1,12 +1,12 @@
 def dpo_policy(wildcards):
     """A shaping that needs a DPO policy (dpo_implicit) reads the one trained on the same label set and seed."""
-    if not dag.needs_dpo_policy(wildcards.shaping):
+    if not dag.needs_dpo_policy(config, wildcards.shaping):
         return []
     return model_files(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}", causal=True)
 
 
 def dpo_argument(wildcards):
-    if not dag.needs_dpo_policy(wildcards.shaping):
+    if not dag.needs_dpo_policy(config, wildcards.shaping):
         return ""
     return "--dpo " + shlex.quote(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}")
 
@@ -25,7 +25,8 @@ rule policy:
         algo="|".join(ONLINE) or "(?!)",
         shaping="|".join(SHAPINGS),
     params:
-        cfg=lambda w: stage_config("policy"),
+        cfg=lambda w: dag.policy_config(config, w.shaping),  # a shaping variant's own values included
+        shaping=lambda w: base_shaping(config, w.shaping),
         data=DATA,
         sft=f"{RESULTS}/sft",
         rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
@@ -40,7 +41,7 @@ rule policy:
         gpu=res("policy", "gpu"),
     shell:
         "{LAUNCH[policy]} rewardlab.train.policy --config {params.cfg:q} --algorithm {wildcards.algo:q}"
-        " --shaping {wildcards.shaping:q} --seed {wildcards.seed} --data {params.data:q} --sft {params.sft:q}"
+        " --shaping {params.shaping:q} --seed {wildcards.seed} --data {params.data:q} --sft {params.sft:q}"
         " --rm {params.rm:q} {params.dpo} --out {params.out:q} --threads {threads}"
         " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"
 

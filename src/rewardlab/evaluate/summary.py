@@ -180,8 +180,20 @@ def rm_baseline(loss: str | None) -> Callable[[str], str | None]:
 
 
 def policy_baseline(policy: str) -> Callable[[str], str | None]:
-    """``<policy>-<loss>-<noise>`` → the baseline policy against the same reward model."""
+    """``<policy>-<loss>-<noise>`` → the baseline policy against the same reward model. A bare shaping name
+    (no ``-``; not ``sft`` or ``bon<N>``) is each online algorithm's own run with that shaping, so a shaping
+    study tests ``ppo-uniform`` against ``ppo-sparse`` and ``reinforce_pp-uniform`` against
+    ``reinforce_pp-sparse``."""
+    if is_shaping_baseline(policy):
+        def same_algorithm(group: str) -> str | None:
+            parts = group.split("-")
+            return f"{parts[0]}-{policy}-{parts[2]}-{parts[3]}" if len(parts) == 4 and parts[1] != "offline" else None
+        return same_algorithm
     return lambda group: f"{policy}-{'-'.join(group.split('-')[-2:])}" if group.count("-") >= 2 else None
+
+
+def is_shaping_baseline(policy: str) -> bool:
+    return "-" not in policy and policy != "sft" and not re.fullmatch(r"bon\d+", policy)
 
 
 RM_HEADLINE = ["accuracy_gold", "ece_scaled", "brier_scaled", "spearman_gold", "bench_score", "bon_alpha",
