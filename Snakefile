@@ -2,6 +2,7 @@
 # The table of contents: config, validation, rule files, and the final targets.
 # Main job: `snakemake --cores all` (the default profile is workflow/profiles/default).
 from rewardlab.config import ConfigError, validate
+from rewardlab.dag import check_inputs
 
 
 configfile: "config/config.yaml"
@@ -9,6 +10,7 @@ configfile: "config/config.yaml"
 
 try:
     validate(config)  # fills defaults; a bad key or value stops here, before any job runs
+    check_inputs(config)  # model folders, data files, and data/processed/<name>/ made with the same settings
 except ConfigError as error:
     raise SystemExit(f"rewardlab: {error}") from None
 

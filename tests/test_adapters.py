@@ -41,7 +41,7 @@ def test_hh_rlhf_prompt_is_the_shared_prefix_up_to_the_last_assistant_turn():
     assert shared_start["chosen"] == [assistant("One, two, three.")]
     assert shared_start["rejected"] == [assistant("One, two.")]
     assert pairs[3]["chosen"] == [assistant("こんにちは (konnichiwa).")]
-    assert pairs[4]["rejected"] == [assistant("")]  # an empty response is a response
+    assert pairs[4]["rejected"] == [assistant("Thanks.")]
 
 
 def test_hh_rlhf_reads_gzip(tmp_path):
@@ -87,7 +87,7 @@ def test_helpsteer2_ratings_and_preference_pairs():
     ratings = read_records(FIXTURES / "helpsteer2.jsonl", "helpsteer2")
     assert ratings[0]["ratings"] == {"helpfulness": 4.0, "correctness": 4.0, "coherence": 4.0, "complexity": 1.0,
                                      "verbosity": 1.0}
-    assert ratings[3]["response"] == [assistant("")]
+    assert ratings[3]["response"] == [assistant("A cat.")]
     counts = Counter()
     pairs = read_records(FIXTURES / "helpsteer2_preference.jsonl", "helpsteer2", counts=counts)
     assert counts["ties_dropped"] == 1 and len(pairs) == 3

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -45,22 +46,71 @@ def assert_same_run(first, second) -> None:
     assert first.history == second.history  # exactly
 
 
-def test_atomic_checkpoint_keeps_only_the_latest(tmp_path):
+def test_atomic_checkpoint_keeps_the_two_newest(tmp_path):
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    checkpointer = ckpt.Checkpointer(tmp_path, every=2, key="k")
+    for step in (2, 4, 6):
+        ckpt.save_training(checkpointer, step, {"m": model}, {}, [{"step": 1.0}] * (step // 2))
+    folder = tmp_path / ckpt.CHECKPOINT_DIR
+    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step-4", "step-6"]
+    fresh = torch.nn.Linear(3, 2)
+    step, history, _ = ckpt.restore_training(checkpointer, {"m": fresh}, {})
+    assert step == 6 and len(history) == 3
+    assert torch.equal(fresh.weight, model.weight)
+    # A checkpoint of other settings is never resumed from.
+    assert ckpt.restore_training(ckpt.Checkpointer(tmp_path, 2, key="other"), {"m": fresh}, {})[0] == 0
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize("damaged", ["m.safetensors", "state.pt"])
+def test_an_unreadable_checkpoint_is_set_aside_and_the_one_before_resumed(tmp_path, damaged, capsys):
+    """A truncated file in the newest checkpoint: reported, renamed *.unreadable, the previous one resumed; with
+    both damaged, a fresh start — a rerun never fails on it, and the models are untouched by the failed reads."""
     import torch
 
     model = torch.nn.Linear(3, 2)
     checkpointer = ckpt.Checkpointer(tmp_path, every=2, key="k")
     ckpt.save_training(checkpointer, 2, {"m": model}, {}, [{"step": 1.0}])
+    at_step_2 = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
     ckpt.save_training(checkpointer, 4, {"m": model}, {}, [{"step": 1.0}, {"step": 2.0}])
     folder = tmp_path / ckpt.CHECKPOINT_DIR
-    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step-4"]
-    fresh = torch.nn.Linear(3, 2)
-    step, history, _ = ckpt.restore_training(checkpointer, {"m": fresh}, {})
-    assert step == 4 and len(history) == 2
-    assert torch.equal(fresh.weight, model.weight)
-    # A checkpoint of other settings is never resumed from.
-    assert ckpt.restore_training(ckpt.Checkpointer(tmp_path, 2, key="other"), {"m": fresh}, {})[0] == 0
-    assert not folder.exists()
+    for step in (4, 2):
+        target = folder / f"step-{step}" / damaged
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+        fresh = torch.nn.Linear(3, 2)
+        before = fresh.weight.detach().clone()
+        resumed, history, _ = ckpt.restore_training(checkpointer, {"m": fresh}, {})
+        assert f"step-{step} is unreadable" in capsys.readouterr().err
+        assert (folder / f"step-{step}.unreadable").is_dir()
+        if step == 4:
+            assert resumed == 2 and len(history) == 1 and torch.equal(fresh.weight, at_step_2)
+        else:
+            assert resumed == 0 and history == [] and torch.equal(fresh.weight, before)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64")])
+def test_a_full_disk_stops_with_that_said_and_keeps_the_earlier_checkpoint(tmp_path, monkeypatch, error):
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    checkpointer = ckpt.Checkpointer(tmp_path, every=2, key="k")
+    ckpt.save_training(checkpointer, 2, {"m": model}, {}, [{"step": 1.0}])
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ckpt.torch, "save", fail)
+    if isinstance(error, RuntimeError):  # torch's own message does not say why: the free space does
+        monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: SimpleNamespace(free=2**20))
+    with pytest.raises(ckpt.CheckpointWriteError, match="the disk is full writing .*step-4.tmp"):
+        ckpt.save_training(checkpointer, 4, {"m": model}, {}, [{"step": 1.0}, {"step": 2.0}])
+    folder = tmp_path / ckpt.CHECKPOINT_DIR
+    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step-2"]
 
 
 def test_sft_resumes_to_the_same_result(tiny_pipeline, tmp_path, interrupt_after_first_checkpoint):

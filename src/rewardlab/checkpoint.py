@@ -11,13 +11,18 @@ does not delete it when a killed job is rerun with ``--rerun-incomplete``. It ho
   is never resumed from (it is discarded with a message), so a resumed run is the run that was asked for.
 
 Atomicity: a step is written to ``step-<n>.tmp/``, renamed to ``step-<n>/``, and only then named in
-``latest`` (itself replaced atomically); older steps are removed after. A kill at any point leaves either
-the previous checkpoint or the new one, never half of one. ``clear()`` removes it all when the stage has
-written its outputs.
+``latest`` (itself replaced atomically); all but the two newest steps are removed after. A kill at any point
+leaves the previous checkpoints or the new one, never half of one. ``clear()`` removes it all when the stage
+has written its outputs.
+
+Faults: a checkpoint that cannot be read back (a truncated file, a disk error) is reported, renamed
+``step-<n>.unreadable/`` and the one before it is tried, then a fresh start — a rerun never fails on it
+again. A write that fails for lack of space stops the stage with that said (the earlier checkpoint stays).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import random
@@ -29,11 +34,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 
 from rewardlab.runinfo import atomic_write_text
 
 CHECKPOINT_DIR = ".checkpoint"
+KEEP = 2  # checkpoints kept: the newest, and the one before it in case the newest cannot be read
+LOW_SPACE_BYTES = 64 * 2**20
+
+
+class CheckpointWriteError(SystemExit):
+    """A checkpoint could not be written (a full disk, most often); the stage stops with the cause named."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -100,40 +111,80 @@ class Checkpointer:
         final = self.root / f"step-{step}"
         tmp = self.root / f"step-{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, model in models.items():
-            save_model(model, str(tmp / f"{name}.safetensors"))
-        torch.save(dict(state, step=step), tmp / "state.pt")
-        atomic_write_text(tmp / "fingerprint.json", json.dumps({"key": self.key, "step": step}) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        atomic_write_text(self.root / "latest", final.name + "\n")
-        for old in self.root.iterdir():
-            if old.is_dir() and old.name != final.name:
-                shutil.rmtree(old, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            for name, model in models.items():
+                save_model(model, str(tmp / f"{name}.safetensors"))
+            torch.save(dict(state, step=step), tmp / "state.pt")
+            atomic_write_text(tmp / "fingerprint.json", json.dumps({"key": self.key, "step": step}) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            atomic_write_text(self.root / "latest", final.name + "\n")
+        except (OSError, RuntimeError) as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointWriteError(_write_failure(tmp, err)) from None
+        for old in self.steps()[KEEP:]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in self.root.iterdir():
+            if stale.is_dir() and stale.name.endswith(".tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def steps(self) -> list[Path]:
+        """The finished step folders, newest first."""
+        found = [p for p in self.root.glob("step-*") if p.is_dir() and p.name.removeprefix("step-").isdigit()]
+        return sorted(found, key=lambda p: int(p.name.removeprefix("step-")), reverse=True)
 
     def restore(self, models: Mapping[str, torch.nn.Module]) -> dict[str, Any] | None:
-        """Load the latest checkpoint into ``models`` and return its state; None when there is none to resume."""
-        pointer = self.root / "latest"
-        if not pointer.exists():
+        """Load the newest readable checkpoint into ``models`` and return its state; None when there is none to
+        resume (no checkpoint, one made with other settings, or none readable: each unreadable one is set aside)."""
+        if not self.root.is_dir():
             return None
-        folder = self.root / pointer.read_text().strip()
-        try:
-            meta = json.loads((folder / "fingerprint.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if meta.get("key") != self.key:
-            print(f"checkpoint in {self.root} was made with other settings; starting afresh", file=sys.stderr)
-            self.clear()
-            return None
-        for name, model in models.items():
-            load_model(model, str(folder / f"{name}.safetensors"))
-        state = torch.load(folder / "state.pt", weights_only=True)
-        print(f"resuming from {folder} (step {state['step']})", file=sys.stderr)
-        return state
+        for folder in self.steps():
+            try:
+                meta = json.loads((folder / "fingerprint.json").read_text())
+            except (OSError, ValueError) as err:
+                self._set_aside(folder, f"fingerprint.json: {err}")
+                continue
+            if meta.get("key") != self.key:
+                print(f"checkpoint in {self.root} was made with other settings; starting afresh", file=sys.stderr)
+                self.clear()
+                return None
+            try:  # read every file whole before touching the models, so a bad file leaves them as they were
+                for name in models:
+                    load_file(str(folder / f"{name}.safetensors"))
+                state = torch.load(folder / "state.pt", weights_only=True)
+            except Exception as err:  # safetensors' and torch's errors for a truncated or corrupt file
+                self._set_aside(folder, f"{type(err).__name__}: {err}")
+                continue
+            for name, model in models.items():
+                load_model(model, str(folder / f"{name}.safetensors"))
+            print(f"resuming from {folder} (step {state['step']})", file=sys.stderr)
+            return state
+        return None
+
+    def _set_aside(self, folder: Path, reason: str) -> None:
+        aside = folder.with_name(folder.name + ".unreadable")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        print(f"checkpoint {folder} is unreadable ({reason.splitlines()[0][:200]}); set aside as {aside.name}, "
+              "trying an earlier one or starting afresh", file=sys.stderr)
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    full = (getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err)
+            or (free is not None and free < LOW_SPACE_BYTES))
+    if full:
+        space = f"{free / 2**20:.0f} MiB free" if free is not None else "no space left"
+        return (f"checkpoint: the disk is full writing {path} ({space}); free space there, then rerun the same "
+                "command: training resumes from the last checkpoint")
+    return f"checkpoint: writing {path} failed ({type(err).__name__}: {str(err).splitlines()[0][:300]})"
 
 
 def clear_checkpoint(out: str | Path) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from rewardlab.config import base_shaping, is_real_data
+from rewardlab.config import ConfigError, base_shaping, is_real_data
 
 COMMON_KEYS = ("device", "precision", "progress")
 # The config each stage reads: whole sections, or "section.key" for single keys. Sweep lists (seeds,
@@ -105,3 +106,55 @@ def needs_dpo_policy(config: Mapping[str, Any], shaping: str) -> bool:
 
 def dpo_shapings(config: Mapping[str, Any]) -> list[str]:
     return [s for s in config["policy"]["shapings"] if needs_dpo_policy(config, s)]
+
+
+def processed_dir(config: Mapping[str, Any]) -> str:
+    """Where preprocess writes: ``data/processed/<data.name>``, shared by every experiment with that name."""
+    return f"data/processed/{config['data']['name']}"
+
+
+def check_processed_data(config: Mapping[str, Any], root: str | Path = ".") -> None:
+    """Refuse, before any job, a ``data.name`` whose folder holds data made with other settings: rebuilding it
+    would overwrite the data another experiment's results were made from (no result is ever lost)."""
+    run = Path(root) / processed_dir(config) / "run.json"
+    try:
+        made = json.loads(run.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # nothing there yet (or an unfinished run that Snakemake will redo)
+    wanted = json.loads(json.dumps(stage_slice(config, "preprocess")))
+    differences = [f"{key}: {there!r} there, {here!r} here"
+                   for key, there, here in _differences(made, wanted) if key.split(".")[0] not in COMMON_KEYS]
+    if differences:
+        raise ConfigError(
+            f"data.name: {processed_dir(config)}/ holds data made with other settings ({'; '.join(differences[:3])})."
+            " Give this experiment its own data.name, or delete that folder to rebuild it")
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b))
+                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}" if not prefix else f"{prefix}.{key}")]
+    return [] if a == b else [(prefix, a, b)]
+
+
+def check_inputs(config: Mapping[str, Any], root: str | Path = ".") -> None:
+    """What the Snakefile checks at parse time, before any job: the data files and model folders the config
+    names exist and can be used, and ``data/processed/<data.name>/`` was made with these settings."""
+    from rewardlab.models.folder import ModelFolderError, check_model_folder
+
+    source = config["data"].get("source") or {}
+    for key in ("path", "test_path", "sft_path"):
+        if source.get(key) and not (Path(root) / source[key]).is_file():
+            raise ConfigError(f"data.source.{key}: {source[key]} does not exist (place the files locally; nothing "
+                              "is downloaded)")
+    trust = config["model"]["trust_remote_code"]
+    folders = [("model.name_or_path", config["model"].get("name_or_path")),
+               ("evaluate.gold_model", config["evaluate"].get("gold_model"))]
+    for key, folder in folders:
+        if folder:
+            try:
+                tokenizer = key == "evaluate.gold_model" or is_real_data(config)  # SentiGram brings its own
+                check_model_folder(Path(root) / folder, key, trust, tokenizer=tokenizer)
+            except ModelFolderError as err:
+                raise ConfigError(str(err.code)) from None
+    check_processed_data(config, root)

@@ -82,6 +82,18 @@ def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class NonFiniteLoss(SystemExit):
+    """Training stopped on a NaN or infinite loss; no metrics.json is written, so the run does not look finished."""
+
+
+def require_finite(loss: torch.Tensor, where: str, step: int) -> None:
+    """Stop with the stage and step named before a NaN or infinite loss reaches the weights (or a checkpoint)."""
+    value = loss.detach().float()
+    if not bool(torch.isfinite(value).all()):
+        raise NonFiniteLoss(f"{where}: the loss is {value.item()} at step {step}; stopped without writing "
+                            "metrics.json (check the inputs for non-finite values, or lower the learning rate)")
+
+
 def optimizer_step(accelerator: Accelerator, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
     """One supervised update: backward through Accelerate, step the optimiser and the schedule, clear grads."""

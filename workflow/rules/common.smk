@@ -6,7 +6,7 @@ from rewardlab import dag
 from rewardlab.config import base_shaping, flip_rates, is_real_data, noise_tag, stage_resources
 
 EXP = config["name"]
-DATA = f"data/processed/{config['data']['name']}"
+DATA = dag.processed_dir(config)
 RESULTS = f"results/{EXP}"
 LOGS = f"{RESULTS}/logs"
 PYTHON = shlex.quote(sys.executable)  # the interpreter that runs Snakemake, i.e. the project's environment

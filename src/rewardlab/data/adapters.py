@@ -12,41 +12,78 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from rewardlab.data.readers import READERS
-from rewardlab.data.records import BadRow, Tie
+from rewardlab.data.records import BadFile, BadRow, Tie
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(1-based row number, parsed row) of a JSON-lines file (``.jsonl``, ``.json`` lines, ``.gz``), a JSON
-    array, or a Parquet file. A line that is not JSON is yielded as a :class:`BadRow`."""
+    array, or a Parquet file. A line that is not UTF-8 or not JSON is yielded as a :class:`BadRow`; a file that
+    cannot be read at all (empty, a truncated or corrupt archive, not Parquet, a JSON array cut short) raises
+    :class:`BadFile`. Either names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data.source: {path} does not exist (place the files locally; nothing is downloaded)")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield number, row
+        yield from enumerate(_parquet_rows(path), start=1)
         return
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        text = handle.read()
-    if text.lstrip().startswith("["):
-        for number, row in enumerate(json.loads(text), start=1):
-            yield number, row
+    data = _file_bytes(path)
+    if not data.strip():
+        raise BadFile(f"{path}: the file is empty")
+    if data.lstrip()[:1] == b"[":
+        yield from enumerate(_json_array(path, data), start=1)
         return
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield number, BadRow(f"{path}: row {number}: not UTF-8 text (byte 0x{line[err.start]:02x} at column "
+                                 f"{err.start + 1})")
+            continue
+        try:
+            yield number, json.loads(text)
         except json.JSONDecodeError as err:
             yield number, BadRow(f"{path}: row {number}: not valid JSON ({err.msg})")
+
+
+def _file_bytes(path: Path) -> bytes:
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (EOFError, OSError, zlib.error) as err:
+        raise BadFile(f"{path}: a truncated or corrupt gzip file ({err or type(err).__name__})") from err
+
+
+def _parquet_rows(path: Path) -> list[Any]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as err:
+        raise BadFile(f"{path}: not a readable Parquet file ({err})") from err
+
+
+def _json_array(path: Path, data: bytes) -> list[Any]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise BadFile(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BadFile(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); a JSON array "
+                      "file must hold one complete array") from err
 
 
 def read_records(path: str | Path, fmt: str, split: str = "train", on_bad_row: str = "error",

@@ -27,8 +27,10 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from rewardlab.data.adapters import BadRow, read_records
+from rewardlab.data.adapters import read_records
 from rewardlab.data.formats import ultrafeedback_row
+from rewardlab.data.records import BadFile, BadRow
+from rewardlab.models.folder import check_model_folder
 from rewardlab.models.tokenizer import join_text
 from rewardlab.runinfo import read_jsonl, write_jsonl
 from rewardlab.runner import Stage, StageContext, StageResult
@@ -36,11 +38,10 @@ from rewardlab.runner import Stage, StageContext, StageResult
 
 def load_tokenizer(model_path: str, trust_remote_code: bool):
     """The model's tokenizer, with a pad token (its EOS) when it has none; checked before anything is read."""
-    folder = Path(model_path)
-    if not (folder / "config.json").is_file():
-        raise SystemExit(f"model.name_or_path: {folder} is not a local Hugging Face model folder (no config.json); "
-                         "place the weights there (nothing is downloaded)")
+    folder = check_model_folder(model_path, "model.name_or_path", trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if len(tokenizer) == 0:
+        raise SystemExit(f"model.name_or_path: the tokenizer in {folder} has an empty vocabulary")
     if tokenizer.eos_token is None:
         raise SystemExit(f"model.name_or_path: the tokenizer in {folder} has no EOS token")
     if tokenizer.pad_token is None:
@@ -83,9 +84,30 @@ def read_splits(source: dict[str, Any], data: dict[str, Any], counts: Counter) -
             n_test = max(1, round(len(train) * source["test_fraction"]))
             test = [train[i] for i in sorted(order[:n_test])]
             train = [train[i] for i in sorted(order[n_test:])]
+    except BadFile as err:
+        raise SystemExit(f"data.source: {err}") from err
     except BadRow as err:
         raise SystemExit(f"data.source: {err} (set data.on_bad_row: skip to skip such rows and count them)") from err
     return (train[: source["max_rows"]] if source.get("max_rows") else train), test
+
+
+def why_no_pairs(counts: Counter, max_length: int) -> str:
+    """What emptied the pairs, from the counts the readers and the length filter kept."""
+    too_long = counts["pairs_too_long_train"] + counts["pairs_too_long_test"]
+    read, skipped, ties = counts["rows_read"], counts["rows_skipped"], counts["ties_dropped"]
+    if read + skipped + ties == 0:
+        return "the files hold no rows"
+    parts = [f"{read} rows read", f"{ties} ties dropped", f"{skipped} bad rows skipped (data.on_bad_row: skip)",
+             f"{too_long} pairs longer than model.max_length ({max_length}) dropped"]
+    if ties and not read and not skipped:
+        cause = "every row is a tie (equal scores or identical responses)"
+    elif skipped and not read:
+        cause = "every row was skipped as bad"
+    elif too_long and too_long >= read:
+        cause = f"every pair is longer than model.max_length ({max_length} tokens); raise it"
+    else:
+        cause = "too few pairs for a training and a held-out split"
+    return f"{cause} ({', '.join(parts)})"
 
 
 class Renderer:
@@ -156,8 +178,8 @@ def run(ctx: StageContext) -> StageResult:
     render = Renderer(tokenizer, model["max_length"], counts)
     train_rows, test_rows = render.pairs(train, "train"), render.pairs(test, "test")
     if not train_rows or not test_rows:
-        raise SystemExit(f"data.source: {len(train_rows)} training and {len(test_rows)} held-out pairs are left "
-                         f"after adapters and length filtering (model.max_length {model['max_length']}); too few")
+        raise SystemExit(f"data.source: {len(train_rows)} training and {len(test_rows)} held-out pairs are left: "
+                         f"{why_no_pairs(counts, model['max_length'])}")
     kept = render.sft_documents(source.get("sft_path"), train_rows)
     n_valid = max(1, len(kept) // 20)
     sft_valid, sft_train = kept[:n_valid], kept[n_valid:] or kept

@@ -11,14 +11,23 @@ hold the final assistant turn only; earlier turns are in ``prompt``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
 
 
-class BadRow(ValueError):
+class DataError(ValueError):
+    """An input data file that cannot be used; the message names the file (and the row, when there is one)."""
+
+
+class BadRow(DataError):
     """A row of a data file that cannot be turned into a record; the message names the file and the row."""
+
+
+class BadFile(DataError):
+    """A whole file that cannot be read (truncated archive, not Parquet, a JSON array cut short): never skipped."""
 
 
 class Tie(Exception):
@@ -56,8 +65,31 @@ def field(row: Mapping[str, Any], key: str) -> Any:
     return row[key]
 
 
+def number(value: Any, name: str) -> float:
+    """``value`` as a finite float; NaN, ±inf and non-numbers are refused with the field's name."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{name} is {value!r}, not a number")
+    try:
+        result = float(value)
+    except ValueError:
+        raise ValueError(f"{name} is {value!r}, not a number") from None
+    if not math.isfinite(result):
+        raise ValueError(f"{name} is {value!r}, not a finite number")
+    return result
+
+
+def optional_number(value: Any, name: str) -> float | None:
+    return None if value is None else number(value, name)
+
+
 def preference_pair(prompt, chosen, rejected, *, margin=None, strength=None, score_chosen=None, score_rejected=None,
                     source: str, split: str) -> dict[str, Any]:
+    """A canonical pair, checked: non-empty responses, finite margin and scores; identical responses are a Tie."""
+    for name, response in (("chosen", chosen), ("rejected", rejected)):
+        if not response[-1]["content"].strip():
+            raise ValueError(f"the {name} response is empty")
+    margin, score_chosen, score_rejected = (optional_number(v, k) for k, v in (
+        ("margin", margin), ("score_chosen", score_chosen), ("score_rejected", score_rejected)))
     if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
         raise Tie("identical responses")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "margin": margin, "strength": strength,

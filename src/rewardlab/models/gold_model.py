@@ -11,12 +11,14 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.models.build import sequence_scores
+from rewardlab.models.folder import check_model_folder
 from rewardlab.models.tokenizer import join_text
 from rewardlab.tensors import pad_right
 
 
 class RewardModelGold:
     def __init__(self, path: str, policy_tokenizer: Any, trust_remote_code: bool = False, device: str = "cpu"):
+        check_model_folder(path, "evaluate.gold_model", trust_remote_code)
         self.policy_tokenizer = policy_tokenizer
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:

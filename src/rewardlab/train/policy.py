@@ -41,7 +41,7 @@ from rewardlab.rl.objectives import clipped_value_loss
 from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, sample
 from rewardlab.runinfo import read_jsonl
 from rewardlab.runner import Argument, Stage, StageContext, StageResult, optional_path
-from rewardlab.runtime import save_model_folder
+from rewardlab.runtime import require_finite, save_model_folder
 from rewardlab.train.rl_reward import RewardSignal, ScoredBatch, credit_spearman
 
 
@@ -180,7 +180,7 @@ class PolicyTrainer:
             rewards=batch.rewards, score=batch.scored.score, mask=batch.mask, group=batch.group,
             values=batch.old_values, baseline_score=baseline_score))
 
-    def update(self, batch: Batch) -> dict[str, list[float]]:
+    def update(self, batch: Batch, step: int) -> dict[str, list[float]]:
         """The algorithm's objective over its epochs × ``policy.minibatches`` mini-batches."""
         stats: dict[str, list[float]] = {}
         n = len(batch.prompts)
@@ -188,12 +188,13 @@ class PolicyTrainer:
         for _ in range(self.algo.update_epochs):
             order = torch.randperm(n).tolist()
             for start in range(0, n, size):
-                record = self.minibatch_step(batch, torch.tensor(order[start : start + size], device=self.ctx.device))
+                record = self.minibatch_step(batch, torch.tensor(order[start : start + size], device=self.ctx.device),
+                                             step)
                 for key, value in record.items():
                     stats.setdefault(key, []).append(value)
         return stats
 
-    def minibatch_step(self, batch: Batch, idx: torch.Tensor) -> dict[str, float]:
+    def minibatch_step(self, batch: Batch, idx: torch.Tensor, step: int) -> dict[str, float]:
         opts, accelerator = self.opts, self.ctx.accelerator
         mb, mb_mask = batch.rollout.select(idx), batch.mask[idx]
         logp, entropy = logprobs_and_entropy(self.policy, mb, opts["temperature"])
@@ -211,6 +212,7 @@ class PolicyTrainer:
                                                   mb_mask, opts["value_clip"])
             loss = loss + opts["vf_coef"] * vf_loss
             record.update(value_loss=vf_loss.item(), value_clipfrac=vf_clip.item())
+        require_finite(loss, f"policy[{self.algo.name}/{self.shaping_name}]", step)
         accelerator.backward(loss)
         record["grad_norm"] = float(accelerator.clip_grad_norm_(self.policy.parameters(), opts["max_grad_norm"]))
         self.optimizer.step()
@@ -258,7 +260,7 @@ class PolicyTrainer:
         rollout, prompts, group = self.rollout()
         batch = self.score(rollout, prompts, group)
         self.advantages(batch)
-        stats = self.update(batch)
+        stats = self.update(batch, step)
         observed_kl = self.observed_kl(batch)
         if step % self.opts["log_every"] == 0 or step == self.opts["steps"]:
             self.history.append(self.log(step, batch, stats, observed_kl))

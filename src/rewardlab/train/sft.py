@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from rewardlab.models.build import build_tiny_gpt, count_parameters, disable_dropout
+from rewardlab.models.folder import check_model_folder
 from rewardlab.models.tokenizer import join_text
 from rewardlab.runinfo import read_jsonl
 from rewardlab.runner import Argument, Stage, StageContext, StageResult
@@ -53,6 +54,7 @@ def lm_batch(rows: list[list[int]], pad_id: int, prompt_lengths: list[int] | Non
 def load_pretrained_policy(model_cfg: dict, tokenizer) -> PreTrainedModel:
     """model.name_or_path as the policy to fine-tune: dropout off, pad token set, optional gradient
     checkpointing and LoRA (peft)."""
+    check_model_folder(model_cfg["name_or_path"], "model.name_or_path", model_cfg["trust_remote_code"], tokenizer=False)
     model = AutoModelForCausalLM.from_pretrained(model_cfg["name_or_path"],
                                                  trust_remote_code=model_cfg["trust_remote_code"])
     model.config.pad_token_id = tokenizer.pad_token_id

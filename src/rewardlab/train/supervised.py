@@ -20,7 +20,7 @@ import torch
 
 from rewardlab.checkpoint import Checkpointer, restore_training, save_training
 from rewardlab.runner import StageContext
-from rewardlab.runtime import epoch_batches, optimizer_step, warmup_linear_decay
+from rewardlab.runtime import epoch_batches, optimizer_step, require_finite, warmup_linear_decay
 
 TAIL_STEPS = 50  # training metrics average the last 50 steps (or all of them, in a shorter run)
 
@@ -59,6 +59,7 @@ def train_supervised(ctx: StageContext, model: torch.nn.Module, schedule: Schedu
     for batch in epoch_batches(schedule.examples, schedule.batch_size, schedule.epochs, schedule.seed, start,
                                accelerator.process_index, accelerator.num_processes):
         loss, stats = step(model, batch.indices)
+        require_finite(loss, desc, batch.step)
         optimizer_step(accelerator, loss, optimizer, scheduler)
         row = {"step": batch.step, "epoch": batch.epoch, "loss": accelerator.reduce(loss.detach(), "mean").item(),
                **stats, "lr": scheduler.get_last_lr()[0]}

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewardlab.data.readers import register_reader
-from rewardlab.data.records import Tie, field, preference_pair, turn
+from rewardlab.data.records import Tie, field, number, preference_pair, turn
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
@@ -17,7 +17,7 @@ def helpsteer2(row: Mapping[str, Any], split: str) -> dict[str, Any]:
     response 2 preferred) becomes a pair; a main-data row (``response`` + five attributes) a rating."""
     prompt = turn("user", field(row, "prompt"))
     if "preference_strength" in row:
-        strength = float(field(row, "preference_strength"))
+        strength = number(field(row, "preference_strength"), "preference_strength")
         if strength == 0:
             raise Tie("preference_strength 0")
         first, second = field(row, "response_1"), field(row, "response_2")
@@ -28,8 +28,11 @@ def helpsteer2(row: Mapping[str, Any], split: str) -> dict[str, Any]:
     ratings = {}
     for name in ATTRIBUTES:
         value = field(row, name)
-        if not isinstance(value, (int, float)) or not 0 <= value <= 4:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 4:
             raise ValueError(f"{name} must be a number from 0 to 4, got {value!r}")
         ratings[name] = float(value)
-    return {"prompt": prompt, "response": turn("assistant", field(row, "response")), "ratings": ratings,
+    response = turn("assistant", field(row, "response"))
+    if not response[0]["content"].strip():
+        raise ValueError("the response is empty")
+    return {"prompt": prompt, "response": response, "ratings": ratings,
             "source": "helpsteer2", "split": split}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewardlab.data.readers import register_reader
-from rewardlab.data.records import field, preference_pair, turn
+from rewardlab.data.records import field, optional_number, preference_pair, turn
 
 
 def tldr_prompt(info: Mapping[str, Any]) -> str:
@@ -28,8 +28,8 @@ def tldr_comparisons(row: Mapping[str, Any], split: str) -> dict[str, Any]:
     if choice not in (0, 1):
         raise ValueError(f"choice must be 0 or 1, got {choice!r}")
     chosen, rejected = summaries[choice]["text"], summaries[1 - choice]["text"]
-    confidence = (row.get("extra") or {}).get("confidence")
+    confidence = optional_number((row.get("extra") or {}).get("confidence"), "extra.confidence")
     return preference_pair(turn("user", tldr_prompt(info)), turn("assistant", chosen), turn("assistant", rejected),
                            margin=float(confidence) if confidence is not None else None,
-                           strength=str(confidence) if confidence is not None else None,
+                           strength=str(int(confidence)) if confidence is not None else None,
                            source="tldr_comparisons", split=str(row.get("split", split)))

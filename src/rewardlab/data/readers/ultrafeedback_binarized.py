@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewardlab.data.readers import register_reader
-from rewardlab.data.records import Tie, field, messages, preference_pair, turn
+from rewardlab.data.records import Tie, field, messages, number, preference_pair, turn
 
 
 @register_reader("ultrafeedback_binarized")
@@ -19,7 +19,7 @@ def ultrafeedback_binarized(row: Mapping[str, Any], split: str) -> dict[str, Any
     sc, sr = row.get("score_chosen"), row.get("score_rejected")
     margin = None
     if sc is not None and sr is not None:
-        sc, sr = float(sc), float(sr)
+        sc, sr = number(sc, "score_chosen"), number(sr, "score_rejected")
         if sc == sr:
             raise Tie("equal scores")
         margin = sc - sr
