@@ -22,8 +22,8 @@ RM_METRICS = {"accuracy", "accuracy_gold", "ece", "brier", "spearman_gold"}
 POLICY_METRICS = {"reward_proxy", "reward_gold", "kl", "entropy", "length", "win_rate_vs_sft", "distinct_2"}
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", QUICK, *args], cwd=workdir,
+def snakemake(workdir: Path, *args: str, timeout: int = 900, cores: int = 2) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SNAKEMAKE, "--cores", str(cores), "--configfile", QUICK, *args], cwd=workdir,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in workdir.glob("results/quick/logs/**/*.log"))
@@ -129,10 +129,11 @@ def all_metrics(workdir: Path) -> dict[str, bytes]:
 
 @pytest.mark.workflow
 def test_rerun_of_the_same_config_gives_byte_identical_metrics(quick_run):
-    """Every random source is seeded from the config: a forced rerun of the whole DAG reproduces every byte."""
+    """Every random source is seeded from the config, and torch's threads come from the config, not from
+    --cores: a forced rerun of the whole DAG at --cores 1 reproduces every byte of the run at --cores 2."""
     before = all_metrics(quick_run)
     assert len(before) >= 10
-    snakemake(quick_run, "--forceall")
+    snakemake(quick_run, "--forceall", cores=1)
     assert all_metrics(quick_run) == before
 
 

@@ -11,8 +11,11 @@ from rewardlab import config as C
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from rewardlab.dag import check_inputs
+
     try:
         cfg = C.load(*args.configs)
+        check_inputs(cfg)  # the files and model folders it names, as the Snakefile checks them
     except (C.ConfigError, OSError) as error:
         print(f"rewardlab: {error}", file=sys.stderr)
         return 2

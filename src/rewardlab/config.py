@@ -181,8 +181,18 @@ def load(*paths: str | Path) -> dict[str, Any]:
     """Load YAML files in order (later ones override earlier ones) and validate the merge."""
     config: dict[str, Any] = {}
     for path in paths:
-        with open(path) as handle:
-            loaded = yaml.safe_load(handle) or {}
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle) or {}
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{path}: {where}not valid YAML ({problem})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the configuration must be a mapping")
         deep_update(config, loaded)

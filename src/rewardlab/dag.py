@@ -157,4 +157,43 @@ def check_inputs(config: Mapping[str, Any], root: str | Path = ".") -> None:
                 check_model_folder(Path(root) / folder, key, trust, tokenizer=tokenizer)
             except ModelFolderError as err:
                 raise ConfigError(str(err.code)) from None
+    check_source_rows(config, root)
     check_processed_data(config, root)
+
+
+CHECKED = ".snakemake/rewardlab/sources-checked.json"  # files that passed, by (size, mtime): read once
+
+
+def check_source_rows(config: Mapping[str, Any], root: str | Path = ".") -> None:
+    """Read every row of the real-data files through the format's reader before any job, so a bad file stops
+    the workflow before Snakemake removes the earlier outputs of the jobs it would rerun (a failed run never
+    deletes an earlier good result). A file already read unchanged is not read again."""
+    source = config["data"].get("source")
+    if not source:
+        return
+    from rewardlab.data.adapters import read_records
+    from rewardlab.data.records import BadFile, BadRow
+
+    stamp_file = Path(root) / CHECKED
+    try:
+        checked = json.loads(stamp_file.read_text())
+    except (OSError, ValueError):
+        checked = {}
+    for key in ("path", "test_path"):
+        if not source.get(key):
+            continue
+        path = Path(root) / source[key]
+        stat = path.stat()
+        stamp = [source["format"], config["data"]["on_bad_row"], stat.st_size, stat.st_mtime_ns]
+        if checked.get(str(path.resolve())) == stamp:
+            continue
+        try:
+            read_records(path, source["format"], on_bad_row=config["data"]["on_bad_row"])
+        except BadFile as err:
+            raise ConfigError(f"data.source.{key}: {err}") from None
+        except BadRow as err:
+            raise ConfigError(f"data.source.{key}: {err} (set data.on_bad_row: skip to skip such rows and count "
+                              "them)") from None
+        checked[str(path.resolve())] = stamp
+        stamp_file.parent.mkdir(parents=True, exist_ok=True)
+        stamp_file.write_text(json.dumps(checked, indent=1) + "\n")

@@ -8,6 +8,8 @@ rule preprocess:
         tokenizer=f"{DATA}/tokenizer/tokenizer.json",
         metrics=f"{DATA}/metrics.json",
     params:
+        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
+        torch_threads=res("preprocess", "threads"),
         cfg=lambda w: stage_config("preprocess"),
         module="rewardlab.data.ingest" if REAL else "rewardlab.data.preprocess",
         out=DATA,
@@ -20,7 +22,7 @@ rule preprocess:
         gpu=0,
     shell:
         "{PYTHON} -m {params.module} --config {params.cfg:q} --out {params.out:q}"
-        " --threads {threads} 2> {log:q}"
+        " --threads {params.torch_threads} 2> {log:q}"
 
 
 rule pool:
@@ -31,6 +33,8 @@ rule pool:
         expand(f"{RESULTS}/pool/{{name}}.jsonl", name=["train", "test", "bon", "bench"]),
         stage_files(f"{RESULTS}/pool"),
     params:
+        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
+        torch_threads=res("pool", "threads"),
         cfg=lambda w: stage_config("pool"),
         data=DATA,
         sft=f"{RESULTS}/sft",
@@ -44,7 +48,7 @@ rule pool:
         gpu=res("pool", "gpu"),
     shell:
         "{PYTHON} -m rewardlab.data.pool --config {params.cfg:q} --data {params.data:q} --sft {params.sft:q}"
-        " --out {params.out:q} --threads {threads} 2> {log:q}"
+        " --out {params.out:q} --threads {params.torch_threads} 2> {log:q}"
 
 
 rule label:

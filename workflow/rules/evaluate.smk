@@ -19,6 +19,8 @@ rule evaluate_policy:
     wildcard_constraints:
         policy="|".join(["sft"] + POLICIES),
     params:
+        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
+        torch_threads=res("evaluate", "threads"),
         cfg=lambda w: stage_config("evaluate"),
         policy=policy_folder,
         data=DATA,
@@ -35,4 +37,4 @@ rule evaluate_policy:
     shell:
         "{PYTHON} -m rewardlab.evaluate.policy --config {params.cfg:q} --policy {params.policy:q}"
         " --sft {params.sft:q} --rm {params.rm:q} --data {params.data:q} --out {params.out:q}"
-        " --threads {threads} 2> {log:q}"
+        " --threads {params.torch_threads} 2> {log:q}"

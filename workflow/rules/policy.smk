@@ -25,6 +25,8 @@ rule policy:
         algo="|".join(ONLINE) or "(?!)",
         shaping="|".join(SHAPINGS),
     params:
+        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
+        torch_threads=res("policy", "threads"),
         cfg=lambda w: dag.policy_config(config, w.shaping),  # a shaping variant's own values included
         shaping=lambda w: base_shaping(config, w.shaping),
         data=DATA,
@@ -42,7 +44,7 @@ rule policy:
     shell:
         "{LAUNCH[policy]} rewardlab.train.policy --config {params.cfg:q} --algorithm {wildcards.algo:q}"
         " --shaping {params.shaping:q} --seed {wildcards.seed} --data {params.data:q} --sft {params.sft:q}"
-        " --rm {params.rm:q} {params.dpo} --out {params.out:q} --threads {threads}"
+        " --rm {params.rm:q} {params.dpo} --out {params.out:q} --threads {params.torch_threads}"
         " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"
 
 
@@ -57,6 +59,8 @@ rule offline_policy:
     wildcard_constraints:
         algo="|".join(OFFLINE + (["dpo"] if dag.dpo_shapings(config) else [])) or "(?!)",
     params:
+        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
+        torch_threads=res("policy", "threads"),
         cfg=lambda w: stage_config("policy"),
         sft=f"{RESULTS}/sft",
         labels=lambda w: labels_dir(w.noise),
@@ -71,5 +75,5 @@ rule offline_policy:
     shell:
         "{LAUNCH[policy]} rewardlab.train.dpo --config {params.cfg:q} --algorithm {wildcards.algo:q}"
         " --seed {wildcards.seed} --labels {params.labels:q} --sft {params.sft:q} --out {params.out:q}"
-        " --threads {threads}"
+        " --threads {params.torch_threads}"
         " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"

@@ -18,6 +18,8 @@ rule reward:
         calibration=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/calibration.csv",
         bon=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/bon.csv",
     params:
+        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
+        torch_threads=res("reward", "threads"),
         cfg=lambda w: stage_config("reward"),
         sft=f"{RESULTS}/sft",
         labels=lambda w: labels_dir(w.noise),
@@ -34,5 +36,5 @@ rule reward:
     shell:
         "{LAUNCH[reward]} rewardlab.train.reward --config {params.cfg:q} --loss {wildcards.loss:q}"
         " --seed {wildcards.seed} --labels {params.labels:q} --pool {params.pool:q} --sft {params.sft:q}"
-        " --out {params.out:q} --eval-out {params.eval_out:q} --threads {threads}"
+        " --out {params.out:q} --eval-out {params.eval_out:q} --threads {params.torch_threads}"
         " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"

@@ -6,6 +6,8 @@ rule sft:
         stage_files(f"{RESULTS}/sft"),
         history=f"{RESULTS}/sft/history.csv",
     params:
+        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
+        torch_threads=res("sft", "threads"),
         cfg=lambda w: stage_config("sft"),
         data=DATA,
         out=f"{RESULTS}/sft",
@@ -18,5 +20,5 @@ rule sft:
         gpu=res("sft", "gpu"),
     shell:
         "{LAUNCH[sft]} rewardlab.train.sft --config {params.cfg:q} --data {params.data:q} --out {params.out:q}"
-        " --threads {threads}"
+        " --threads {params.torch_threads}"
         " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"
