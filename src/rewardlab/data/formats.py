@@ -44,6 +44,12 @@ def _last_assistant(value: Any, where: str) -> str:
     raise ValueError(f"{where}: expected a string or a list of messages ending in an assistant turn")
 
 
+def _finite(value: Any, where: str) -> float:
+    from rewardlab.data.records import number
+
+    return number(value, where)
+
+
 def read_pairs(rows: Iterable[Mapping[str, Any]], source: str = "pairs") -> list[dict[str, Any]]:
     """Canonical pairs {prompt, chosen, rejected, margin, score_chosen, score_rejected, p_star} from
     UltraFeedback-binarized rows or TRL standard rows (``prompt``/``chosen``/``rejected`` strings).
@@ -59,7 +65,9 @@ def read_pairs(rows: Iterable[Mapping[str, Any]], source: str = "pairs") -> list
             "prompt": prompt,
             "chosen": _last_assistant(row["chosen"], where),
             "rejected": _last_assistant(row["rejected"], where),
-            "margin": float(row.get("margin") or 0.0),
-            **{k: row[k] for k in ("score_chosen", "score_rejected", "p_star", "p_label", "strength") if k in row},
+            "margin": _finite(row.get("margin") or 0.0, f"{where}: margin"),
+            **{k: _finite(row[k], f"{where}: {k}") for k in ("score_chosen", "score_rejected", "p_star", "p_label")
+               if row.get(k) is not None},
+            **({"strength": row["strength"]} if "strength" in row else {}),
         })
     return pairs
