@@ -192,3 +192,12 @@ def test_a_shaping_variant_runs_its_base_shaping_with_its_own_values(tmp_path):
     assert variant and plain
     assert all("--shaping abc " in line and '"abc_beta": 0.8' in line for line in variant)
     assert all("--shaping abc " in line and '"abc_beta": 0.5' in line for line in plain)
+
+
+def test_snakemake_lint_gives_only_the_software_stack_advice():
+    """`snakemake --lint` is clean but for "specify a conda environment or container" (one Python environment
+    runs every rule; the README says so)."""
+    proc = subprocess.run([SNAKEMAKE, "--lint", "--configfile", QUICK], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    items = {line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("* ")}
+    assert items == {"* Specify a conda environment or container for each rule.:"}, items

@@ -1,4 +1,5 @@
 # Path helpers, config slices and resources shared by the rule files. No logic about the science here.
+import os
 import shlex
 import sys
 
@@ -102,3 +103,32 @@ def policy_runs():
 
 def summary_outputs():
     return [f"{RESULTS}/eval/summary.md", f"{RESULTS}/eval/summary.csv"]
+
+
+def folder_of(files):
+    """The folder of a rule's input or output file (or of the first of a list): params derived, not typed."""
+    first = files if isinstance(files, str) else files[0]
+    return os.path.dirname(first)
+
+
+def dpo_policy(wildcards):
+    """A shaping that needs a DPO policy (dpo_implicit) reads the one trained on the same label set and seed."""
+    if not dag.needs_dpo_policy(config, wildcards.shaping):
+        return []
+    return model_files(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}", causal=True)
+
+
+def dpo_argument(wildcards):
+    if not dag.needs_dpo_policy(config, wildcards.shaping):
+        return ""
+    folder = f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}"
+    return f"--dpo {shlex.quote(folder)}"
+
+
+def policy_folder(wildcards):
+    """Where the evaluated policy lives: SFT, an offline policy (one per label set) or an online one."""
+    if wildcards.policy == "sft":
+        return f"{RESULTS}/sft"
+    if wildcards.policy.endswith("-offline"):
+        return f"{RESULTS}/policy/{wildcards.policy}-{wildcards.noise}-s{wildcards.seed}"
+    return f"{RESULTS}/policy/{wildcards.policy}-{wildcards.loss}-{wildcards.noise}-s{wildcards.seed}"

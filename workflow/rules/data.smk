@@ -12,7 +12,8 @@ rule preprocess:
         torch_threads=res("preprocess", "threads"),
         cfg=lambda w: stage_config("preprocess"),
         module="rewardlab.data.ingest" if REAL else "rewardlab.data.preprocess",
-        out=DATA,
+        out=lambda w, output: folder_of(output.metrics),
+        python=PYTHON,
     log:
         f"{LOGS}/preprocess.log",
     threads: res("preprocess", "threads")
@@ -21,7 +22,7 @@ rule preprocess:
         runtime=res("preprocess", "runtime"),
         gpu=0,
     shell:
-        "{PYTHON} -m {params.module} --config {params.cfg:q} --out {params.out:q}"
+        "{params.python} -m {params.module} --config {params.cfg:q} --out {params.out:q}"
         " --threads {params.torch_threads} 2> {log:q}"
 
 
@@ -31,14 +32,16 @@ rule pool:
         prompts=[f"{DATA}/prompts_train.jsonl", f"{DATA}/prompts_test.jsonl"],
     output:
         expand(f"{RESULTS}/pool/{{name}}.jsonl", name=["train", "test", "bon", "bench"]),
-        stage_files(f"{RESULTS}/pool"),
+        metrics=f"{RESULTS}/pool/metrics.json",
+        run=f"{RESULTS}/pool/run.json",
     params:
         # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("pool", "threads"),
         cfg=lambda w: stage_config("pool"),
-        data=DATA,
-        sft=f"{RESULTS}/sft",
-        out=f"{RESULTS}/pool",
+        data=lambda w, input: folder_of(input.prompts),
+        sft=lambda w, input: folder_of(input.sft),
+        out=lambda w, output: folder_of(output.metrics),
+        python=PYTHON,
     log:
         f"{LOGS}/pool.log",
     threads: res("pool", "threads")
@@ -47,7 +50,7 @@ rule pool:
         runtime=res("pool", "runtime"),
         gpu=res("pool", "gpu"),
     shell:
-        "{PYTHON} -m rewardlab.data.pool --config {params.cfg:q} --data {params.data:q} --sft {params.sft:q}"
+        "{params.python} -m rewardlab.data.pool --config {params.cfg:q} --data {params.data:q} --sft {params.sft:q}"
         " --out {params.out:q} --threads {params.torch_threads} 2> {log:q}"
 
 
@@ -59,12 +62,14 @@ rule label:
                name=["pairs_train", "pairs_test", "rankings_train", "ratings_train"]),
         f"{RESULTS}/labels/{{noise}}/scales.json",
         f"{RESULTS}/labels/{{noise}}/audit.json",
-        stage_files(f"{RESULTS}/labels/{{noise}}"),
+        metrics=f"{RESULTS}/labels/{{noise}}/metrics.json",
+        run=f"{RESULTS}/labels/{{noise}}/run.json",
     params:
         cfg=lambda w: stage_config("label"),
         flip_rate=lambda w: NOISES[w.noise],
-        pool=f"{RESULTS}/pool",
-        out=lambda w: f"{RESULTS}/labels/{w.noise}",
+        pool=lambda w, input: folder_of(input.pool),
+        out=lambda w, output: folder_of(output.metrics),
+        python=PYTHON,
     log:
         f"{LOGS}/label-{{noise}}.log",
     threads: 1
@@ -73,5 +78,5 @@ rule label:
         runtime=res("label", "runtime"),
         gpu=0,
     shell:
-        "{PYTHON} -m rewardlab.data.label --config {params.cfg:q} --flip-rate {params.flip_rate}"
+        "{params.python} -m rewardlab.data.label --config {params.cfg:q} --flip-rate {params.flip_rate}"
         " --pool {params.pool:q} --out {params.out:q} 2> {log:q}"

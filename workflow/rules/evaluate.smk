@@ -1,12 +1,3 @@
-def policy_folder(wildcards):
-    """Where the evaluated policy lives: SFT, an offline policy (one per label set) or an online one."""
-    if wildcards.policy == "sft":
-        return f"{RESULTS}/sft"
-    if wildcards.policy.endswith("-offline"):
-        return f"{RESULTS}/policy/{wildcards.policy}-{wildcards.noise}-s{wildcards.seed}"
-    return f"{RESULTS}/policy/{wildcards.policy}-{wildcards.loss}-{wildcards.noise}-s{wildcards.seed}"
-
-
 rule evaluate_policy:
     input:
         policy=lambda w: model_files(policy_folder(w)),
@@ -23,10 +14,11 @@ rule evaluate_policy:
         torch_threads=res("evaluate", "threads"),
         cfg=lambda w: stage_config("evaluate"),
         policy=policy_folder,
-        data=DATA,
-        sft=f"{RESULTS}/sft",
-        rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
-        out=lambda w: f"{RESULTS}/eval/policy/{w.policy}-{w.loss}-{w.noise}-s{w.seed}",
+        data=lambda w, input: folder_of(input.prompts),
+        sft=lambda w, input: folder_of(input.sft),
+        rm=lambda w, input: folder_of(input.rm),
+        out=lambda w, output: folder_of(output.metrics),
+        python=PYTHON,
     log:
         f"{LOGS}/eval/policy-{{policy}}-{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("evaluate", "threads")
@@ -35,6 +27,6 @@ rule evaluate_policy:
         runtime=res("evaluate", "runtime"),
         gpu=res("evaluate", "gpu"),
     shell:
-        "{PYTHON} -m rewardlab.evaluate.policy --config {params.cfg:q} --policy {params.policy:q}"
+        "{params.python} -m rewardlab.evaluate.policy --config {params.cfg:q} --policy {params.policy:q}"
         " --sft {params.sft:q} --rm {params.rm:q} --data {params.data:q} --out {params.out:q}"
         " --threads {params.torch_threads} 2> {log:q}"

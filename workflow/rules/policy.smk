@@ -1,16 +1,3 @@
-def dpo_policy(wildcards):
-    """A shaping that needs a DPO policy (dpo_implicit) reads the one trained on the same label set and seed."""
-    if not dag.needs_dpo_policy(config, wildcards.shaping):
-        return []
-    return model_files(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}", causal=True)
-
-
-def dpo_argument(wildcards):
-    if not dag.needs_dpo_policy(config, wildcards.shaping):
-        return ""
-    return "--dpo " + shlex.quote(f"{RESULTS}/policy/dpo-offline-{wildcards.noise}-s{wildcards.seed}")
-
-
 rule policy:
     input:
         sft=model_files(f"{RESULTS}/sft"),
@@ -29,11 +16,13 @@ rule policy:
         torch_threads=res("policy", "threads"),
         cfg=lambda w: dag.policy_config(config, w.shaping),  # a shaping variant's own values included
         shaping=lambda w: base_shaping(config, w.shaping),
-        data=DATA,
-        sft=f"{RESULTS}/sft",
-        rm=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
-        out=lambda w: f"{RESULTS}/policy/{w.algo}-{w.shaping}-{w.loss}-{w.noise}-s{w.seed}",
+        data=lambda w, input: folder_of(input.prompts),
+        sft=lambda w, input: folder_of(input.sft),
+        rm=lambda w, input: folder_of(input.rm),
+        out=lambda w, output: folder_of(output.history),
         dpo=dpo_argument,
+        launch=LAUNCH["policy"],
+        every=CHECKPOINT_EVERY,
     log:
         f"{LOGS}/policy/{{algo}}-{{shaping}}-{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("policy", "threads")
@@ -42,10 +31,10 @@ rule policy:
         runtime=res("policy", "runtime"),
         gpu=res("policy", "gpu"),
     shell:
-        "{LAUNCH[policy]} rewardlab.train.policy --config {params.cfg:q} --algorithm {wildcards.algo:q}"
+        "{params.launch} rewardlab.train.policy --config {params.cfg:q} --algorithm {wildcards.algo:q}"
         " --shaping {params.shaping:q} --seed {wildcards.seed} --data {params.data:q} --sft {params.sft:q}"
         " --rm {params.rm:q} {params.dpo} --out {params.out:q} --threads {params.torch_threads}"
-        " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"
+        " --checkpoint-every {params.every} 2> {log:q}"
 
 
 rule offline_policy:
@@ -62,9 +51,11 @@ rule offline_policy:
         # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("policy", "threads"),
         cfg=lambda w: stage_config("policy"),
-        sft=f"{RESULTS}/sft",
-        labels=lambda w: labels_dir(w.noise),
-        out=lambda w: f"{RESULTS}/policy/{w.algo}-offline-{w.noise}-s{w.seed}",
+        sft=lambda w, input: folder_of(input.sft),
+        labels=lambda w, input: folder_of(input.pairs),
+        out=lambda w, output: folder_of(output.history),
+        launch=LAUNCH["policy"],
+        every=CHECKPOINT_EVERY,
     log:
         f"{LOGS}/policy/{{algo}}-offline-{{noise}}-s{{seed}}.log",
     threads: res("policy", "threads")
@@ -73,7 +64,7 @@ rule offline_policy:
         runtime=res("policy", "runtime"),
         gpu=res("policy", "gpu"),
     shell:
-        "{LAUNCH[policy]} rewardlab.train.dpo --config {params.cfg:q} --algorithm {wildcards.algo:q}"
+        "{params.launch} rewardlab.train.dpo --config {params.cfg:q} --algorithm {wildcards.algo:q}"
         " --seed {wildcards.seed} --labels {params.labels:q} --sft {params.sft:q} --out {params.out:q}"
         " --threads {params.torch_threads}"
-        " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"
+        " --checkpoint-every {params.every} 2> {log:q}"

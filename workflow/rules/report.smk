@@ -28,7 +28,8 @@ rule summary:
         rm=expand(f"{RESULTS}/eval/rm/{{run}}", run=rm_runs()),
         policy=expand(f"{RESULTS}/eval/policy/{{run}}", run=policy_runs()),
         histories=expand(f"{RESULTS}/policy/{{run}}", run=online_policy_runs()),
-        out=f"{RESULTS}/eval",
+        out=lambda w, output: folder_of(output.markdown),
+        python=PYTHON,
         baseline_loss=config["evaluate"].get("baseline_loss") or LOSSES[0],
         baseline_policy=config["evaluate"]["baseline_policy"],
     log:
@@ -39,6 +40,6 @@ rule summary:
         runtime=10,
         gpu=0,
     shell:
-        "{PYTHON} -m rewardlab.evaluate.summary --rm-evals {params.rm:q} --policy-evals {params.policy:q}"
+        "{params.python} -m rewardlab.evaluate.summary --rm-evals {params.rm:q} --policy-evals {params.policy:q}"
         " --histories {params.histories:q} --audits {input.audits:q} --baseline-loss {params.baseline_loss:q}"
         " --baseline-policy {params.baseline_policy:q} --out {params.out:q} 2> {log:q}"

@@ -21,11 +21,13 @@ rule reward:
         # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("reward", "threads"),
         cfg=lambda w: stage_config("reward"),
-        sft=f"{RESULTS}/sft",
-        labels=lambda w: labels_dir(w.noise),
-        pool=POOL,
-        out=lambda w: f"{RESULTS}/rm/{w.loss}-{w.noise}-s{w.seed}",
-        eval_out=lambda w: f"{RESULTS}/eval/rm/{w.loss}-{w.noise}-s{w.seed}",
+        sft=lambda w, input: folder_of(input.sft),
+        labels=lambda w, input: folder_of(input.test),
+        pool=lambda w, input: folder_of(input.pool),
+        out=lambda w, output: folder_of(output.history),
+        eval_out=lambda w, output: folder_of(output.eval_metrics),
+        launch=LAUNCH["reward"],
+        every=CHECKPOINT_EVERY,
     log:
         f"{LOGS}/reward/{{loss}}-{{noise}}-s{{seed}}.log",
     threads: res("reward", "threads")
@@ -34,7 +36,7 @@ rule reward:
         runtime=res("reward", "runtime"),
         gpu=res("reward", "gpu"),
     shell:
-        "{LAUNCH[reward]} rewardlab.train.reward --config {params.cfg:q} --loss {wildcards.loss:q}"
+        "{params.launch} rewardlab.train.reward --config {params.cfg:q} --loss {wildcards.loss:q}"
         " --seed {wildcards.seed} --labels {params.labels:q} --pool {params.pool:q} --sft {params.sft:q}"
         " --out {params.out:q} --eval-out {params.eval_out:q} --threads {params.torch_threads}"
-        " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"
+        " --checkpoint-every {params.every} 2> {log:q}"

@@ -1,6 +1,8 @@
 rule sft:
     input:
-        rules.preprocess.output,
+        files=rules.preprocess.output.files,
+        tokenizer=rules.preprocess.output.tokenizer,
+        metrics=rules.preprocess.output.metrics,
     output:
         model_files(f"{RESULTS}/sft", causal=True),
         stage_files(f"{RESULTS}/sft"),
@@ -9,8 +11,10 @@ rule sft:
         # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("sft", "threads"),
         cfg=lambda w: stage_config("sft"),
-        data=DATA,
-        out=f"{RESULTS}/sft",
+        data=lambda w, input: folder_of(input.metrics),
+        out=lambda w, output: folder_of(output.history),
+        launch=LAUNCH["sft"],
+        every=CHECKPOINT_EVERY,
     log:
         f"{LOGS}/sft.log",
     threads: res("sft", "threads")
@@ -19,6 +23,6 @@ rule sft:
         runtime=res("sft", "runtime"),
         gpu=res("sft", "gpu"),
     shell:
-        "{LAUNCH[sft]} rewardlab.train.sft --config {params.cfg:q} --data {params.data:q} --out {params.out:q}"
+        "{params.launch} rewardlab.train.sft --config {params.cfg:q} --data {params.data:q} --out {params.out:q}"
         " --threads {params.torch_threads}"
-        " --checkpoint-every {CHECKPOINT_EVERY} 2> {log:q}"
+        " --checkpoint-every {params.every} 2> {log:q}"
