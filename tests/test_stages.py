@@ -247,3 +247,22 @@ def test_evaluate_stages(tiny_pipeline):
         assert key in result
     assert len(samples) == 16
     json.dumps(result)
+
+
+def test_a_plain_pipeline_returns_the_reward_models_raw_score(tiny_pipeline):
+    """Reward models save problem_type "regression", so transformers' text-classification pipeline applies no
+    sigmoid; the stored normalisation (README) is then (score − mean) / std."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    rm = tiny_pipeline["rm"]
+    config = json.loads((rm / "config.json").read_text())
+    assert config["problem_type"] == "regression"
+    text = "the movie was great <eos>"
+    scorer = pipeline("text-classification", model=str(rm), device="cpu")
+    score = scorer(text)[0]["score"]
+    tokenizer, model = AutoTokenizer.from_pretrained(rm), AutoModelForSequenceClassification.from_pretrained(rm)
+    with torch.no_grad():
+        raw = model(**tokenizer(text, return_tensors="pt")).logits[0, 0].item()
+    assert score == pytest.approx(raw, abs=1e-5)  # not σ(raw)
+    assert set(config["rewardlab_reward_normalisation"]) == {"mean", "std"}

@@ -58,8 +58,10 @@ def reward_model_from_backbone(path: str | Path, seed: int, num_labels: int = 1,
     """The SFT backbone plus a fresh head (scalar, or one output per attribute), initialised N+-style:
     normal(std=1/sqrt(H+1)), bias 0.
     """
+    # problem_type "regression": transformers' text-classification pipeline then returns the raw score, not
+    # σ(score) as it does for any other one-label model.
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, trust_remote_code=trust_remote_code
+        path, num_labels=num_labels, problem_type="regression", trust_remote_code=trust_remote_code
     )
     head = score_head(model)
     generator = torch.Generator().manual_seed(seed)
