@@ -235,3 +235,29 @@ def test_head_outputs_read_the_last_hidden_states_of_each_family(family, tiny_mo
                                      position_ids=position_ids_from_mask(mask)).last_hidden_state
     assert torch.allclose(hidden, reference, atol=1e-6)
     assert torch.allclose(outputs, model.score(reference), atol=1e-6) and outputs.shape == (3, 9, 1)
+
+
+def test_hh_single_and_multi_turn_prompts_render_alike_without_a_chat_template(tiny_models, tmp_path):
+    """Without a chat template every HH prompt is a Human/Assistant transcript ending in "Assistant:", one turn
+    or several; completion-style prompts (TL;DR, TRL standard) stay plain text."""
+    data = tmp_path / "hh"
+    ingest.STAGE.execute(real_config({"format": "hh_rlhf", "path": str(FIXTURES / "hh_rlhf.jsonl")},
+                                     tiny_models["gpt2"]), data)
+    prompts = [row["prompt"] for name in ("prompts_train.jsonl", "prompts_test.jsonl")
+               for row in read_jsonl(data / name)]
+    assert prompts and all(p.startswith("\n\nHuman: ") and p.endswith("\n\nAssistant:") for p in prompts)
+    assert any(p.count("\n\nHuman: ") > 1 for p in prompts) and any(p.count("\n\nHuman: ") == 1 for p in prompts)
+    tldr = tmp_path / "tldr"
+    ingest.STAGE.execute(real_config({"format": "tldr_comparisons", "path": str(FIXTURES / "tldr_comparisons.json")},
+                                     tiny_models["gpt2"]), tldr)
+    assert all(r["prompt"].startswith("SUBREDDIT: ") for r in read_jsonl(tldr / "prompts_train.jsonl"))
+
+
+def test_dropping_many_pairs_for_length_warns_and_is_measured(tiny_models, tmp_path, capsys):
+    hh = {"format": "hh_rlhf", "path": str(FIXTURES / "hh_rlhf.jsonl")}
+    metrics = ingest.STAGE.execute(real_config(hh, tiny_models["gpt2"], model={"max_length": 32}),
+                                   tmp_path / "out").metrics
+    assert metrics["pairs_too_long"] > 0
+    assert metrics["pairs_too_long_fraction"] == pytest.approx(
+        metrics["pairs_too_long"] / (metrics["pairs_too_long"] + metrics["pairs_train"] + metrics["pairs_test"]))
+    assert "pairs" in capsys.readouterr().err and metrics["pairs_too_long_fraction"] > 0.2

@@ -21,6 +21,7 @@ stops here, before any training, with the file and row.
 from __future__ import annotations
 
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,13 @@ def load_tokenizer(model_path: str, trust_remote_code: bool):
     return tokenizer
 
 
-def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
-    """A prompt's text: the chat template with the generation prompt, or plain text without a template."""
+def render_prompt(tokenizer, messages: list[dict[str, str]], text: bool = False) -> str:
+    """A prompt's text: the chat template with the generation prompt; without a template, an HH-style
+    transcript ending in "Assistant:" (one turn or several, the same way), or the text itself for a
+    completion-style prompt (``text``: TL;DR, TRL's standard format)."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if len(messages) == 1 and messages[0]["role"] == "user":
+    if text and len(messages) == 1:
         return messages[0]["content"]
     names = {"user": "Human", "assistant": "Assistant", "system": "System"}
     return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages) + "\n\nAssistant:"
@@ -122,7 +125,7 @@ class Renderer:
     def pairs(self, pairs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
         rows = []
         for pair in pairs:
-            prompt = render_prompt(self.tokenizer, pair["prompt"])
+            prompt = render_prompt(self.tokenizer, pair["prompt"], text=pair.get("text_prompt", False))
             chosen, rejected = _response(pair["chosen"]), _response(pair["rejected"])
             if max(self.length(prompt, chosen), self.length(prompt, rejected)) > self.max_length:
                 self.counts[f"pairs_too_long_{split}"] += 1
@@ -143,7 +146,7 @@ class Renderer:
                                      "{\"prompt\": str or messages, \"completion\": str}")
                 prompt = row["prompt"]
                 messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-                documents.append({"prompt": render_prompt(self.tokenizer, messages),
+                documents.append({"prompt": render_prompt(self.tokenizer, messages, text=isinstance(prompt, str)),
                                   "completion": row["completion"].strip()})
         else:
             documents = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in train_rows]
@@ -180,6 +183,13 @@ def run(ctx: StageContext) -> StageResult:
     if not train_rows or not test_rows:
         raise SystemExit(f"data.source: {len(train_rows)} training and {len(test_rows)} held-out pairs are left: "
                          f"{why_no_pairs(counts, model['max_length'])}")
+    too_long = counts["pairs_too_long_train"] + counts["pairs_too_long_test"]
+    too_long_fraction = too_long / max(1, too_long + len(train_rows) + len(test_rows))
+    if too_long_fraction > source["warn_dropped_fraction"]:
+        print(f"warning: data.source: {too_long} of {too_long + len(train_rows) + len(test_rows)} pairs "
+              f"({too_long_fraction:.0%}) are longer than model.max_length ({model['max_length']} tokens) and were "
+              f"dropped, leaving {len(train_rows)} training and {len(test_rows)} held-out pairs; raise "
+              "model.max_length to keep them", file=sys.stderr)
     kept = render.sft_documents(source.get("sft_path"), train_rows)
     n_valid = max(1, len(kept) // 20)
     sft_valid, sft_train = kept[:n_valid], kept[n_valid:] or kept
@@ -191,7 +201,8 @@ def run(ctx: StageContext) -> StageResult:
         "ties_dropped": counts["ties_dropped"],
         "pairs_train": len(train_rows),
         "pairs_test": len(test_rows),
-        "pairs_too_long": counts["pairs_too_long_train"] + counts["pairs_too_long_test"],
+        "pairs_too_long": too_long,
+        "pairs_too_long_fraction": too_long_fraction,
         "sft_train": len(sft_train),
         "sft_valid": len(sft_valid),
         "sft_too_long": counts["sft_too_long"],

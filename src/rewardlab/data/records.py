@@ -83,8 +83,9 @@ def optional_number(value: Any, name: str) -> float | None:
 
 
 def preference_pair(prompt, chosen, rejected, *, margin=None, strength=None, score_chosen=None, score_rejected=None,
-                    source: str, split: str) -> dict[str, Any]:
-    """A canonical pair, checked: non-empty responses, finite margin and scores; identical responses are a Tie."""
+                    source: str, split: str, text_prompt: bool = False) -> dict[str, Any]:
+    """A canonical pair, checked: non-empty responses, finite margin and scores; identical responses are a Tie.
+    ``text_prompt``: the prompt is a text to continue (TL;DR, TRL's standard format), not a chat turn."""
     for name, response in (("chosen", chosen), ("rejected", rejected)):
         if not response[-1]["content"].strip():
             raise ValueError(f"the {name} response is empty")
@@ -93,4 +94,5 @@ def preference_pair(prompt, chosen, rejected, *, margin=None, strength=None, sco
     if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
         raise Tie("identical responses")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "margin": margin, "strength": strength,
-            "score_chosen": score_chosen, "score_rejected": score_rejected, "source": source, "split": split}
+            "score_chosen": score_chosen, "score_rejected": score_rejected, "source": source, "split": split,
+            **({"text_prompt": True} if text_prompt else {})}

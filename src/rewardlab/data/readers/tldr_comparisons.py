@@ -32,4 +32,4 @@ def tldr_comparisons(row: Mapping[str, Any], split: str) -> dict[str, Any]:
     return preference_pair(turn("user", tldr_prompt(info)), turn("assistant", chosen), turn("assistant", rejected),
                            margin=float(confidence) if confidence is not None else None,
                            strength=str(int(confidence)) if confidence is not None else None,
-                           source="tldr_comparisons", split=str(row.get("split", split)))
+                           source="tldr_comparisons", split=str(row.get("split", split)), text_prompt=True)

@@ -21,7 +21,7 @@ def trl(row: Mapping[str, Any], split: str) -> dict[str, Any]:
         if not isinstance(prompt, str):
             raise ValueError("prompt must be a string in the standard format")
         return preference_pair(turn("user", prompt), turn("assistant", chosen), turn("assistant", rejected),
-                               margin=margin, source="trl", split=split)
+                               margin=margin, source="trl", split=split, text_prompt=True)
     chosen, rejected = messages(chosen, "chosen"), messages(rejected, "rejected")
     if prompt is None:  # implicit prompt: the common leading messages
         shared = 0
