@@ -33,7 +33,7 @@ from rewardlab.evaluate.plots import (
 )
 from rewardlab.runinfo import atomic_write_text, write_json
 
-KL_BUDGETS = (2, 5, 10)  # nats: where runs are compared at equal KL
+KL_BUDGETS = (0.2, 2, 5, 10)  # nats: where runs are compared at equal KL (0.2: where the offline DPO family ends)
 POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
                   "distinct_2", "eos_rate", "repetition", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak",
                   "rl_kl_peak", "rl_alpha", "rl_beta", "rl_r2"]
