@@ -73,6 +73,8 @@ def _key_path(error: jsonschema.ValidationError) -> str:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         path = ".".join(filter(None, [path, extra[0] if extra else ""]))
         return f"{path}: unknown key (allowed: {', '.join(sorted(error.schema.get('properties', {})))})"
+    if error.validator == "pattern" and "x-pattern-message" in error.schema:
+        return f"{path}: {error.instance!r} is not {error.schema['x-pattern-message']}"
     return f"{path or '<root>'}: {error.message}"
 
 
