@@ -10,7 +10,11 @@ EXP = config["name"]
 DATA = dag.processed_dir(config)
 RESULTS = f"results/{EXP}"
 LOGS = f"{RESULTS}/logs"
-PYTHON = shlex.quote(sys.executable)  # the interpreter that runs Snakemake, i.e. the project's environment
+# The interpreter that runs Snakemake (the project's environment), passed to the jobs' shells as an environment
+# variable: the commands (and so the rules' params, a rerun trigger) hold "$REWARDLAB_PYTHON", not a path that
+# differs between machines, checkouts and SLURM nodes.
+os.environ["REWARDLAB_PYTHON"] = sys.executable
+PYTHON = '"$REWARDLAB_PYTHON"'
 # Real preference data (data.source) or the embedded SentiGram task: real data brings its own pairs, so the
 # toy's pool and label stages give way to files that preprocess writes under DATA.
 REAL = is_real_data(config)
