@@ -15,6 +15,12 @@ LOGS = f"{RESULTS}/logs"
 # differs between machines, checkouts and SLURM nodes.
 os.environ["REWARDLAB_PYTHON"] = sys.executable
 PYTHON = '"$REWARDLAB_PYTHON"'
+
+
+envvars:
+    "REWARDLAB_PYTHON",
+
+
 # Real preference data (data.source) or the embedded SentiGram task: real data brings its own pairs, so the
 # toy's pool and label stages give way to files that preprocess writes under DATA.
 REAL = is_real_data(config)
