@@ -112,8 +112,7 @@ def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
             raise ConfigError(f"policy.{where}.{path}: {error.message}")
     _check_shaping_names(policy)
     baseline = config["evaluate"]["baseline_policy"]
-    if "-" not in baseline and baseline != "sft" and not re.fullmatch(r"bon\d+", baseline) \
-            and baseline not in policy["shapings"]:
+    if is_shaping_baseline(baseline) and baseline not in policy["shapings"]:
         raise ConfigError(f"evaluate.baseline_policy: {baseline!r} is not sft, bon<N>, <algo>-<shaping>, "
                           "<algo>-offline, or a name in policy.shapings")
     if policy["prompts_per_step"] < policy["minibatches"]:
@@ -150,6 +149,12 @@ def _check_shaping_names(policy: Mapping[str, Any]) -> None:
         if name not in registered and name not in variants:
             raise ConfigError(f"policy.shapings.{index}: {name!r} is neither a registered shaping "
                               f"({', '.join(registered)}) nor a name in policy.shaping_variants")
+
+
+def is_shaping_baseline(policy: str) -> bool:
+    """``evaluate.baseline_policy`` names a shaping (each algorithm against its own run with it), not a policy:
+    no ``-`` and neither ``sft`` nor ``bon<N>``."""
+    return "-" not in policy and policy != "sft" and not re.fullmatch(r"bon\d+", policy)
 
 
 def base_shaping(config: Mapping[str, Any], name: str) -> str:

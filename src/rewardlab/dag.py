@@ -140,13 +140,11 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]
 def check_inputs(config: Mapping[str, Any], root: str | Path = ".") -> None:
     """What the Snakefile checks at parse time, before any job: the data files and model folders the config
     names exist and can be used, and ``data/processed/<data.name>/`` was made with these settings."""
+    from rewardlab.data.adapters import missing_source_file
     from rewardlab.models.folder import ModelFolderError, check_model_folder
 
-    source = config["data"].get("source") or {}
-    for key in ("path", "test_path", "sft_path"):
-        if source.get(key) and not (Path(root) / source[key]).is_file():
-            raise ConfigError(f"data.source.{key}: {source[key]} does not exist (place the files locally; nothing "
-                              "is downloaded)")
+    if missing := missing_source_file(config["data"].get("source") or {}, root):
+        raise ConfigError(missing)
     trust = config["model"]["trust_remote_code"]
     folders = [("model.name_or_path", config["model"].get("name_or_path")),
                ("evaluate.gold_model", config["evaluate"].get("gold_model"))]
@@ -172,13 +170,14 @@ def check_source_rows(config: Mapping[str, Any], root: str | Path = ".") -> None
     if not source:
         return
     from rewardlab.data.adapters import read_records
-    from rewardlab.data.records import BadFile, BadRow
+    from rewardlab.data.records import DataError
 
     stamp_file = Path(root) / CHECKED
     try:
         checked = json.loads(stamp_file.read_text())
     except (OSError, ValueError):
         checked = {}
+    read = {}
     for key in ("path", "test_path"):
         if not source.get(key):
             continue
@@ -189,11 +188,9 @@ def check_source_rows(config: Mapping[str, Any], root: str | Path = ".") -> None
             continue
         try:
             read_records(path, source["format"], on_bad_row=config["data"]["on_bad_row"])
-        except BadFile as err:
+        except DataError as err:  # a bad file, or a bad row under on_bad_row: error (its message says how to skip)
             raise ConfigError(f"data.source.{key}: {err}") from None
-        except BadRow as err:
-            raise ConfigError(f"data.source.{key}: {err} (set data.on_bad_row: skip to skip such rows and count "
-                              "them)") from None
-        checked[str(path.resolve())] = stamp
+        read[str(path.resolve())] = stamp
+    if read:
         stamp_file.parent.mkdir(parents=True, exist_ok=True)
-        stamp_file.write_text(json.dumps(checked, indent=1) + "\n")
+        stamp_file.write_text(json.dumps({**checked, **read}, indent=1) + "\n")

@@ -47,6 +47,9 @@ def stage_config(stage):
 
 
 def res(stage, key):
+    """A stage's resource. Rules pass res(stage, "threads") to torch (`--threads {params.torch_threads}`), not
+    Snakemake's {threads}, which it scales down to --cores: torch's numbers depend on its thread count, so a
+    run's results do not depend on the scheduler."""
     return stage_resources(config, stage)[key]
 
 

@@ -8,7 +8,6 @@ rule preprocess:
         tokenizer=f"{DATA}/tokenizer/tokenizer.json",
         metrics=f"{DATA}/metrics.json",
     params:
-        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("preprocess", "threads"),
         cfg=lambda w: stage_config("preprocess"),
         module="rewardlab.data.ingest" if REAL else "rewardlab.data.preprocess",
@@ -35,7 +34,6 @@ rule pool:
         metrics=f"{RESULTS}/pool/metrics.json",
         run=f"{RESULTS}/pool/run.json",
     params:
-        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("pool", "threads"),
         cfg=lambda w: stage_config("pool"),
         data=lambda w, input: folder_of(input.prompts),

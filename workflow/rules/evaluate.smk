@@ -10,7 +10,6 @@ rule evaluate_policy:
     wildcard_constraints:
         policy="|".join(["sft"] + POLICIES),
     params:
-        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("evaluate", "threads"),
         cfg=lambda w: stage_config("evaluate"),
         policy=policy_folder,

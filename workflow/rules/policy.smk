@@ -12,7 +12,6 @@ rule policy:
         algo="|".join(ONLINE) or "(?!)",
         shaping="|".join(SHAPINGS),
     params:
-        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("policy", "threads"),
         cfg=lambda w: dag.policy_config(config, w.shaping),  # a shaping variant's own values included
         shaping=lambda w: base_shaping(config, w.shaping),
@@ -48,7 +47,6 @@ rule offline_policy:
     wildcard_constraints:
         algo="|".join(OFFLINE + (["dpo"] if dag.dpo_shapings(config) else [])) or "(?!)",
     params:
-        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("policy", "threads"),
         cfg=lambda w: stage_config("policy"),
         sft=lambda w, input: folder_of(input.sft),

@@ -18,7 +18,6 @@ rule reward:
         calibration=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/calibration.csv",
         bon=f"{RESULTS}/eval/rm/{{loss}}-{{noise}}-s{{seed}}/bon.csv",
     params:
-        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("reward", "threads"),
         cfg=lambda w: stage_config("reward"),
         sft=lambda w, input: folder_of(input.sft),

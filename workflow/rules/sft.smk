@@ -8,7 +8,6 @@ rule sft:
         stage_files(f"{RESULTS}/sft"),
         history=f"{RESULTS}/sft/history.csv",
     params:
-        # torch's threads come from the config, not from --cores: the numbers do not depend on the scheduler
         torch_threads=res("sft", "threads"),
         cfg=lambda w: stage_config("sft"),
         data=lambda w, input: folder_of(input.metrics),

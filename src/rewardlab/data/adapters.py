@@ -86,6 +86,17 @@ def _json_array(path: Path, data: bytes) -> list[Any]:
                       "file must hold one complete array") from err
 
 
+SOURCE_FILES = ("path", "test_path", "sft_path")  # the files data.source may name
+
+
+def missing_source_file(source: Mapping[str, Any], root: str | Path = ".") -> str | None:
+    """The first file ``data.source`` names that is not there, as a message naming its key; None when all are."""
+    for key in SOURCE_FILES:
+        if source.get(key) and not (Path(root) / source[key]).is_file():
+            return f"data.source.{key}: {source[key]} does not exist (place the files locally; nothing is downloaded)"
+    return None
+
+
 def read_records(path: str | Path, fmt: str, split: str = "train", on_bad_row: str = "error",
                  counts: Counter | None = None) -> list[dict[str, Any]]:
     """Every record of one file through the format's reader; bad rows raise or are counted (``counts``)."""
@@ -107,6 +118,6 @@ def read_records(path: str | Path, fmt: str, split: str = "train", on_bad_row: s
         except (ValueError, KeyError, TypeError, IndexError) as err:
             message = str(err) if isinstance(err, BadRow) else f"{path}: row {number}: {err}"
             if on_bad_row != "skip":
-                raise BadRow(message) from err
+                raise BadRow(f"{message} (set data.on_bad_row: skip to skip such rows and count them)") from err
             counts["rows_skipped"] += 1
     return records

@@ -12,6 +12,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from rewardlab.data.records import number
+
 PAIR_EXTRAS = ("p_star", "p_label", "strength", "margin")
 
 
@@ -44,19 +46,13 @@ def _last_assistant(value: Any, where: str) -> str:
     raise ValueError(f"{where}: expected a string or a list of messages ending in an assistant turn")
 
 
-def _finite(value: Any, where: str) -> float:
-    from rewardlab.data.records import number
-
-    return number(value, where)
-
-
 def read_pairs(rows: Iterable[Mapping[str, Any]], source: str = "pairs") -> list[dict[str, Any]]:
     """Canonical pairs {prompt, chosen, rejected, margin, score_chosen, score_rejected, p_star} from
     UltraFeedback-binarized rows or TRL standard rows (``prompt``/``chosen``/``rejected`` strings).
     """
     pairs = []
-    for number, row in enumerate(rows, start=1):
-        where = f"{source}: row {number}"
+    for row_number, row in enumerate(rows, start=1):
+        where = f"{source}: row {row_number}"
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
@@ -65,8 +61,8 @@ def read_pairs(rows: Iterable[Mapping[str, Any]], source: str = "pairs") -> list
             "prompt": prompt,
             "chosen": _last_assistant(row["chosen"], where),
             "rejected": _last_assistant(row["rejected"], where),
-            "margin": _finite(row.get("margin") or 0.0, f"{where}: margin"),
-            **{k: _finite(row[k], f"{where}: {k}") for k in ("score_chosen", "score_rejected", "p_star", "p_label")
+            "margin": number(row.get("margin") or 0.0, f"{where}: margin"),
+            **{k: number(row[k], f"{where}: {k}") for k in ("score_chosen", "score_rejected", "p_star", "p_label")
                if row.get(k) is not None},
             **({"strength": row["strength"]} if "strength" in row else {}),
         })

@@ -28,9 +28,9 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from rewardlab.data.adapters import read_records
+from rewardlab.data.adapters import missing_source_file, read_records
 from rewardlab.data.formats import ultrafeedback_row
-from rewardlab.data.records import BadFile, BadRow
+from rewardlab.data.records import DataError
 from rewardlab.models.folder import check_model_folder
 from rewardlab.models.tokenizer import join_text
 from rewardlab.runinfo import read_jsonl, write_jsonl
@@ -87,10 +87,8 @@ def read_splits(source: dict[str, Any], data: dict[str, Any], counts: Counter) -
             n_test = max(1, round(len(train) * source["test_fraction"]))
             test = [train[i] for i in sorted(order[:n_test])]
             train = [train[i] for i in sorted(order[n_test:])]
-    except BadFile as err:
+    except DataError as err:  # a bad file, or a bad row under on_bad_row: error (its message says how to skip)
         raise SystemExit(f"data.source: {err}") from err
-    except BadRow as err:
-        raise SystemExit(f"data.source: {err} (set data.on_bad_row: skip to skip such rows and count them)") from err
     return (train[: source["max_rows"]] if source.get("max_rows") else train), test
 
 
@@ -171,10 +169,8 @@ def write_outputs(out: Path, train_rows: list[dict], test_rows: list[dict], sft_
 
 def run(ctx: StageContext) -> StageResult:
     source, data, model = ctx.config["data"]["source"], ctx.config["data"], ctx.config["model"]
-    for key in ("path", "test_path", "sft_path"):  # every input file is there before the model is loaded
-        if source.get(key) and not Path(source[key]).is_file():
-            raise SystemExit(f"data.source.{key}: {source[key]} does not exist (place the files locally; nothing "
-                             "is downloaded)")
+    if missing := missing_source_file(source):  # every input file is there before the model is loaded
+        raise SystemExit(missing)
     counts: Counter = Counter()
     tokenizer = load_tokenizer(model["name_or_path"], model["trust_remote_code"])
     train, test = read_splits(source, data, counts)

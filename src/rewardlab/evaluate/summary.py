@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rewardlab.config import is_shaping_baseline
 from rewardlab.evaluate import stats
 from rewardlab.evaluate.bon import gao_fit_rl, kl_bon
 from rewardlab.evaluate.plots import (
@@ -190,10 +191,6 @@ def policy_baseline(policy: str) -> Callable[[str], str | None]:
             return f"{parts[0]}-{policy}-{parts[2]}-{parts[3]}" if len(parts) == 4 and parts[1] != "offline" else None
         return same_algorithm
     return lambda group: f"{policy}-{'-'.join(group.split('-')[-2:])}" if group.count("-") >= 2 else None
-
-
-def is_shaping_baseline(policy: str) -> bool:
-    return "-" not in policy and policy != "sft" and not re.fullmatch(r"bon\d+", policy)
 
 
 RM_HEADLINE = ["accuracy_gold", "ece_scaled", "brier_scaled", "spearman_gold", "bench_score", "bon_alpha",

@@ -30,6 +30,6 @@ def tldr_comparisons(row: Mapping[str, Any], split: str) -> dict[str, Any]:
     chosen, rejected = summaries[choice]["text"], summaries[1 - choice]["text"]
     confidence = optional_number((row.get("extra") or {}).get("confidence"), "extra.confidence")
     return preference_pair(turn("user", tldr_prompt(info)), turn("assistant", chosen), turn("assistant", rejected),
-                           margin=float(confidence) if confidence is not None else None,
+                           margin=confidence,
                            strength=str(int(confidence)) if confidence is not None else None,
                            source="tldr_comparisons", split=str(row.get("split", split)), text_prompt=True)

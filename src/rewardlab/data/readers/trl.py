@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewardlab.data.readers import register_reader
-from rewardlab.data.records import field, messages, optional_number, preference_pair, turn
+from rewardlab.data.records import field, messages, preference_pair, turn
 
 
 @register_reader("trl")
@@ -14,7 +14,7 @@ def trl(row: Mapping[str, Any], split: str) -> dict[str, Any]:
     """TRL preference rows: standard (strings) or conversational (messages), explicit ``prompt`` or implicit
     (the prompt is the shared prefix of the two conversations)."""
     chosen, rejected, prompt = field(row, "chosen"), field(row, "rejected"), row.get("prompt")
-    margin = optional_number(row.get("margin"), "margin")
+    margin = row.get("margin")  # preference_pair checks it is a finite number
     if isinstance(chosen, str) and isinstance(rejected, str):
         if prompt is None:
             raise ValueError("standard (string) rows with an implicit prompt cannot be split; add a 'prompt' field")
