@@ -55,6 +55,25 @@ def test_reward_to_go_and_reinforce_pp():
     assert close(returns_b, [[0.15, 0.05, 0.25], [-0.25, 0.0, 0.0]])
 
 
+def test_a2c_advantage_is_reward_to_go_minus_the_critic():
+    rewards = torch.tensor([[0.0, -0.1, 1.0], [0.5, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    values = torch.tensor([[0.2, 0.5, 0.7], [0.1, 0.0, 0.0]])
+    algo = build("a2c", CFG | {"whiten_advantages": False})
+    assert algo.uses_critic and not algo.clipped and not algo.clips_value and algo.update_epochs == 1
+    advantages, returns = algo.advantages(Experience(rewards=rewards, score=torch.tensor([0.9, 0.5]), mask=mask,
+                                                     group=torch.tensor([0, 1]), values=values))
+    # G_t by hand: (0.9, 0.9, 1.0) and (0.5); A_t = G_t − V(s_t)
+    assert close(returns, [[0.9, 0.9, 1.0], [0.5, 0.0, 0.0]])
+    assert close(advantages, [[0.7, 0.4, 0.3], [0.4, 0.0, 0.0]])
+    whitened, _ = build("a2c", CFG).advantages(Experience(rewards=rewards, score=torch.tensor([0.9, 0.5]),
+                                                          mask=mask, group=torch.tensor([0, 1]), values=values))
+    # whitened over valid tokens with the mean put back (shift_mean=False): the critic is the only centring
+    raw = torch.tensor([0.7, 0.4, 0.3, 0.4])
+    expected = (raw - raw.mean()) / raw.std(unbiased=False) + raw.mean()
+    assert close(whitened[mask.bool()], expected.tolist(), atol=1e-4)
+
+
 def test_loss_aggregations():
     per_token = torch.tensor([[1.0, 1.0, 1.0, 1.0], [4.0, 0.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
@@ -208,4 +227,4 @@ def test_the_algorithm_study_gives_every_online_algorithm_equal_samples_and_opti
     for name in online_algorithms(cfg):
         algo = build(name, policy_options(cfg, name))
         budgets[name] = (algo.samples_per_step(), algo.optimizer_steps_per_step())
-    assert len(budgets) == 7 and len(set(budgets.values())) == 1, budgets
+    assert len(budgets) == 8 and len(set(budgets.values())) == 1, budgets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -150,8 +151,9 @@ def test_ensemble_scores_aggregate_members(tiny_pipeline, tmp_path):
 
 
 @pytest.mark.parametrize("algorithm, shaping", [
-    ("ppo", "sparse"), ("reinforce", "sparse"), ("rloo", "sparse"), ("grpo", "sparse"), ("reinforce_pp", "sparse"),
-    ("reinforce_pp_baseline", "sparse"), ("remax", "sparse"), ("ppo", "uniform"), ("ppo", "abc"),
+    ("ppo", "sparse"), ("a2c", "sparse"), ("reinforce", "sparse"), ("rloo", "sparse"), ("grpo", "sparse"),
+    ("reinforce_pp", "sparse"), ("reinforce_pp_baseline", "sparse"), ("remax", "sparse"), ("ppo", "uniform"),
+    ("ppo", "abc"),
     ("reinforce_pp", "prefix_difference"), ("reinforce_pp", "oracle"),
 ])
 def test_policy_stage_runs_and_logs(tiny_pipeline, algorithm, shaping, tmp_path):
@@ -166,6 +168,9 @@ def test_policy_stage_runs_and_logs(tiny_pipeline, algorithm, shaping, tmp_path)
         assert key in history[-1]
     if algorithm == "ppo":
         assert "value_loss" in history[-1] and "clipfrac" in history[-1]
+    if algorithm == "a2c":  # a critic, no ratio clipping and an unclipped value loss
+        assert "value_loss" in history[-1] and "clipfrac" not in history[-1]
+        assert history[-1]["value_clipfrac"] == 0.0
     if shaping != "sparse":
         assert "credit_spearman" in history[-1]
     if shaping == "oracle":
@@ -241,12 +246,27 @@ def test_evaluate_stages(tiny_pipeline):
     prompts = tokenizer([r["prompt"] for r in read_jsonl(p["data"] / "prompts_test.jsonl")],
                         add_special_tokens=False)["input_ids"]
     gold = TaskGold(TASKS.get("sentigram"), tokenizer, p["config"]["task"])
-    result, samples = policy_eval.evaluate(sft, sft, scorer, gold, prompts, p["config"], tokenizer, cpu)
+    cfg = copy.deepcopy(p["config"])
+    cfg["evaluate"].update(samples_per_prompt=2, decoding=["sample", "greedy", "top_k", "top_p", "beam", "rerank"])
+    judge = policy_eval.Judge(sft, sft, scorer, gold, tokenizer, cfg, cpu)
+    result, table, samples = policy_eval.evaluate(judge, prompts, cfg)
     assert result["kl"] == pytest.approx(0.0, abs=1e-6)  # π = π_ref exactly
-    for key in ("reward_proxy", "reward_gold", "kl", "entropy", "length", "win_rate_vs_sft", "distinct_2"):
+    for key in ("reward_proxy", "reward_gold", "kl", "entropy", "length", "win_rate_vs_sft", "distinct_2",
+                "self_bleu", "perplexity_sft"):
         assert key in result
-    assert len(samples) == 16
+    assert result["perplexity_sft"] > 1
+    assert len(samples) == 16 * 2 * 4 + 16 * 2  # four sampling decoders × 2 per prompt, two deterministic × 1
     json.dumps(result)
+    rows = table.set_index("decoding")
+    assert list(rows.index) == ["sample", "greedy", "top_k10", "top_p0.9", "beam4", "rerank8"]
+    assert rows.loc["sample", "reward_gold"] == result["reward_gold"]  # the main protocol, not sampled twice
+    assert rows.loc["greedy", "self_bleu"] == pytest.approx(100.0)  # one answer per prompt: the samples agree
+    # At π = π_ref a truncated sampler's KL is E[−Σ_t log Z_t] > 0 (Z_t the kept mass); a point mass's is
+    # −log π_ref(y) > 0; best-of-n of the policy's own samples has no closed form.
+    assert rows.loc["top_k10", "kl"] > 0 and rows.loc["top_p0.9", "kl"] > 0 and rows.loc["greedy", "kl"] > 0
+    assert math.isnan(rows.loc["rerank8", "kl"])
+    assert rows.loc["rerank8", "reward_proxy"] > rows.loc["sample", "reward_proxy"]  # best of 8 by the RM
+    assert rows.loc["greedy", "perplexity_sft"] < rows.loc["sample", "perplexity_sft"]  # argmax is likelier
 
 
 def test_a_plain_pipeline_returns_the_reward_models_raw_score(tiny_pipeline):

@@ -115,6 +115,7 @@ def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
     if is_shaping_baseline(baseline) and baseline not in policy["shapings"]:
         raise ConfigError(f"evaluate.baseline_policy: {baseline!r} is not sft, bon<N>, <algo>-<shaping>, "
                           "<algo>-offline, or a name in policy.shapings")
+    _check_decodings(config["evaluate"])
     if policy["prompts_per_step"] < policy["minibatches"]:
         raise ConfigError(
             f"policy.minibatches: {policy['minibatches']} is more than policy.prompts_per_step "
@@ -149,6 +150,18 @@ def _check_shaping_names(policy: Mapping[str, Any]) -> None:
         if name not in registered and name not in variants:
             raise ConfigError(f"policy.shapings.{index}: {name!r} is neither a registered shaping "
                               f"({', '.join(registered)}) nor a name in policy.shaping_variants")
+
+
+def _check_decodings(evaluate: Mapping[str, Any]) -> None:
+    """Two entries of evaluate.decoding that name the same decoding would be two rows of one name."""
+    from rewardlab.evaluate.decoding import parse_decodings
+
+    seen: dict[str, int] = {}
+    for index, decoding in enumerate(parse_decodings(evaluate["decoding"], evaluate["temperature"])):
+        if decoding.label in seen:
+            raise ConfigError(f"evaluate.decoding.{index}: the same decoding ({decoding.label}) as entry "
+                              f"{seen[decoding.label]}")
+        seen[decoding.label] = index
 
 
 def is_shaping_baseline(policy: str) -> bool:

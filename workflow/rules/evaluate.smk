@@ -7,6 +7,7 @@ rule evaluate_policy:
     output:
         metrics=f"{RESULTS}/eval/policy/{{policy}}-{{loss}}-{{noise}}-s{{seed}}/metrics.json",
         samples=f"{RESULTS}/eval/policy/{{policy}}-{{loss}}-{{noise}}-s{{seed}}/samples.jsonl",
+        decoding=f"{RESULTS}/eval/policy/{{policy}}-{{loss}}-{{noise}}-s{{seed}}/decoding.csv",
     wildcard_constraints:
         policy="|".join(["sft"] + POLICIES),
     params:

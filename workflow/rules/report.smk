@@ -4,6 +4,7 @@ rule summary:
         calibration=expand(f"{RESULTS}/eval/rm/{{run}}/calibration.csv", run=rm_runs()),
         bon=expand(f"{RESULTS}/eval/rm/{{run}}/bon.csv", run=rm_runs()),
         policy=expand(f"{RESULTS}/eval/policy/{{run}}/metrics.json", run=policy_runs()),
+        decodings=expand(f"{RESULTS}/eval/policy/{{run}}/decoding.csv", run=policy_runs()),
         histories=expand(f"{RESULTS}/policy/{{run}}/history.csv", run=online_policy_runs()),
         audits=[] if REAL else expand(f"{RESULTS}/labels/{{noise}}/audit.json", noise=NOISES),
     output:
@@ -24,6 +25,7 @@ rule summary:
                           category="Policies"),
         curves=report(f"{RESULTS}/eval/plots/policy_curves.png", caption="../report/policy_curves.rst",
                       category="Policies"),
+        decoding=report(f"{RESULTS}/eval/plots/decoding.png", caption="../report/decoding.rst", category="Policies"),
     params:
         rm=expand(f"{RESULTS}/eval/rm/{{run}}", run=rm_runs()),
         policy=expand(f"{RESULTS}/eval/policy/{{run}}", run=policy_runs()),

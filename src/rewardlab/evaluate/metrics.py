@@ -111,3 +111,21 @@ def repetition_rate(responses: Sequence[Sequence[int]]) -> float:
     if not responses:
         return 0.0
     return float(np.mean([any(a == b for a, b in zip(r, r[1:])) for r in responses]))
+
+
+def self_bleu(groups: Sequence[Sequence[str]]) -> float:
+    """Self-BLEU (Zhu et al. 2018, Texygen): each response's sentence BLEU (sacrebleu, 0–100) against the other
+    responses to the same prompt, averaged over every response of a group of two or more. High: the samples
+    for a prompt repeat each other (100: identical); missing when no prompt has two responses."""
+    import sacrebleu  # imported here: only evaluation needs it
+
+    scores = [sacrebleu.sentence_bleu(hyp, [ref for j, ref in enumerate(group) if j != i]).score
+              for group in groups if len(group) >= 2 for i, hyp in enumerate(group)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def perplexity(token_logprobs: Sequence[float]) -> float:
+    """exp(−mean log p) over all scored tokens: the perplexity of a set of texts under a model (fluency when the
+    model is the SFT policy; reference §3.8)."""
+    values = np.asarray(token_logprobs, dtype=np.float64)
+    return float(np.exp(-values.mean())) if len(values) else float("nan")

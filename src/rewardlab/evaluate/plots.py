@@ -143,3 +143,33 @@ def sample_efficiency(histories: dict[str, pd.DataFrame], path: Path) -> None:
         ax.plot(mean["samples"], gold, label=f"{group} (n={seeds[group]})")
     label_axes(ax, "samples generated", "gold reward of rollouts (moving average)", "Sample efficiency")
     save(fig, path)
+
+
+def decoding_tradeoff(aggregate: pd.DataFrame, path: Path) -> None:
+    """Gold reward against diversity (distinct-2 over all responses) for each policy under each decoding, mean
+    over seeds: one colour per policy, one marker per decoding, a line through each policy's decodings (how
+    a decoding moves the policy's gold–diversity trade-off; reranking by the RM is the inference-time use of a
+    reward model)."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    if aggregate.empty:
+        ax.text(0.5, 0.5, "no policies in this experiment", ha="center", va="center", transform=ax.transAxes)
+    markers = dict(zip(sorted(aggregate.get("decoding", pd.Series(dtype=str)).unique()), "os^vDP*Xhp<>"))
+    cmap = plt.get_cmap("tab10")
+    policy_handles = []
+    for i, (policy, rows) in enumerate(sorted(aggregate.groupby("policy"), key=lambda item: item[0])):
+        colour = cmap(i % 10)
+        rows = rows.sort_values("distinct_2")
+        ax.plot(rows["distinct_2"], rows["reward_gold"], "-", color=colour, alpha=0.4, lw=1)
+        for _, row in rows.iterrows():
+            ax.scatter(row["distinct_2"], row["reward_gold"], color=colour, marker=markers[row["decoding"]], s=45)
+        policy_handles.append(plt.Line2D([], [], color=colour, lw=2, label=policy))
+    decoding_handles = [plt.Line2D([], [], color="grey", marker=m, ls="", label=d) for d, m in markers.items()]
+    if policy_handles:
+        first = ax.legend(handles=policy_handles, fontsize=7, loc="lower left", title="policy", title_fontsize=7)
+        ax.add_artist(first)
+        ax.legend(handles=decoding_handles, fontsize=7, loc="lower right", title="decoding", title_fontsize=7)
+    ax.set_xlabel("distinct-2 over all responses (diversity)")
+    ax.set_ylabel("gold reward")
+    ax.set_title("Decoding: gold against diversity, mean over seeds")
+    ax.grid(alpha=0.3)
+    save(fig, path)

@@ -27,6 +27,7 @@ from rewardlab.evaluate.bon import gao_fit_rl, kl_bon
 from rewardlab.evaluate.plots import (
     bon_curves,
     calibration_plot,
+    decoding_tradeoff,
     frontier,
     loss_comparison,
     policy_curves,
@@ -36,8 +37,8 @@ from rewardlab.runinfo import atomic_write_text, write_json
 
 KL_BUDGETS = (0.2, 2, 5, 10)  # nats: where runs are compared at equal KL (0.2: where the offline DPO family ends)
 POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
-                  "distinct_2", "eos_rate", "repetition", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak",
-                  "rl_kl_peak", "rl_alpha", "rl_beta", "rl_r2"]
+                  "distinct_2", "self_bleu", "perplexity_sft", "eos_rate", "repetition",
+                  *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak", "rl_kl_peak", "rl_alpha", "rl_beta", "rl_r2"]
 # Calibration is ranked after temperature scaling (ece_scaled, brier_scaled: comparable across losses); the raw
 # columns and logit_output (whether σ(Δ) is the loss's modelled probability at all) stand beside them.
 RM_COLUMNS = ["accuracy", "accuracy_gold", "ece_scaled", "brier_scaled", "ece", "brier", "logit_output",
@@ -46,6 +47,8 @@ RM_COLUMNS = ["accuracy", "accuracy_gold", "ece_scaled", "brier_scaled", "ece", 
 LOSS_PLOT_METRICS = ["accuracy_gold", "ece_scaled", "brier_scaled", "spearman_gold", "bench_score", "bon_alpha",
                      "bon_beta"]
 RUN_NAME = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
+DECODING_HEADLINE = ["reward_gold", "reward_proxy", "kl", "distinct_2", "self_bleu", "perplexity_sft", "length",
+                     "win_rate_vs_sft"]
 
 
 def _number(value) -> float | None:
@@ -65,6 +68,43 @@ def load_metrics(folders: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=None if rows else ["run", "group", "seed"])
     # A metric a run does not have (null in metrics.json, e.g. gold metrics on real data) is missing: NaN.
     return frame.infer_objects().fillna(np.nan) if rows else frame
+
+
+def load_decodings(folders: list[str]) -> pd.DataFrame:
+    """Every policy evaluation's decoding.csv, one row per run and decoding; ``group`` is
+    ``<policy group> · <decoding>`` so seeds aggregate per policy and decoding."""
+    frames = []
+    for folder in folders:
+        path = Path(folder) / "decoding.csv"
+        if path.exists():
+            table = pd.read_csv(path)
+            name = Path(folder).name
+            match = RUN_NAME.match(name)
+            policy = match["group"] if match else name
+            table.insert(0, "run", name)
+            table.insert(1, "policy", policy)
+            table.insert(2, "seed", int(match["seed"]) if match else None)
+            table.insert(3, "group", policy + " · " + table["decoding"])
+            frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "policy", "group",
+                                                                                     "decoding"])
+
+
+def decoding_summary(decodings: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Per policy and decoding: mean and 95 % interval over seeds, and a paired t test against the same policy
+    sampled (the main protocol's decoding, ``sample``). Returns (aggregate with ``policy`` and ``decoding``
+    columns, Markdown table)."""
+    if decodings.empty:
+        return pd.DataFrame(columns=["group", "policy", "decoding"]), "(none)\n"
+    aggregated = stats.seed_intervals(decodings, DECODING_HEADLINE)
+    names = decodings.drop_duplicates("group").set_index("group")
+    aggregated["policy"] = aggregated["group"].map(names["policy"])
+    aggregated["decoding"] = aggregated["group"].map(names["decoding"])
+    samplers = sorted(d for d in decodings["decoding"].unique() if d.startswith("sample"))
+    baseline = (lambda group: group.rsplit(" · ", 1)[0] + " · " + samplers[0]) if len(samplers) == 1 else (
+        lambda group: None)
+    tests = stats.paired_pvalues(decodings, DECODING_HEADLINE, baseline)
+    return aggregated, interval_table(aggregated, tests, DECODING_HEADLINE)
 
 
 def _cell(value) -> str:
@@ -196,12 +236,13 @@ def policy_baseline(policy: str) -> Callable[[str], str | None]:
 RM_HEADLINE = ["accuracy_gold", "ece_scaled", "brier_scaled", "spearman_gold", "bench_score", "bon_alpha",
                "bon_beta"]
 POLICY_HEADLINE = ["reward_gold", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak", "kl",
-                   "win_rate_vs_sft", "length"]
+                   "win_rate_vs_sft", "length", "entropy", "distinct_2", "self_bleu"]
 
 
 def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_loss: str | None,
-                 baseline_policy: str, audits: str = "") -> pd.DataFrame:
-    """summary.{csv,md,html}, summary_rm.csv, summary_aggregate.csv and metrics.json; returns the RM intervals."""
+                 baseline_policy: str, audits: str = "", decodings: pd.DataFrame | None = None) -> pd.DataFrame:
+    """summary.{csv,md,html}, summary_rm.csv, summary_aggregate.csv, summary_decoding.csv and metrics.json;
+    returns the RM intervals."""
     rm_cols = ["run"] + [c for c in RM_COLUMNS if c in rm]
     policy_cols = ["run"] + [c for c in POLICY_COLUMNS if c in policy]
     atomic_write_text(out / "summary_rm.csv", rm[rm_cols].to_csv(index=False, float_format="%.6g"))
@@ -221,21 +262,31 @@ def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_los
     aggregated = pd.concat([rm_agg.merge(rm_tests, on="group", how="left").assign(kind="rm"),
                             policy_agg.merge(policy_tests, on="group", how="left").assign(kind="policy")])
     atomic_write_text(out / "summary_aggregate.csv", aggregated.to_csv(index=False, float_format="%.6g"))
+    decodings = load_decodings([]) if decodings is None else decodings
+    decoding_agg, decoding_md = decoding_summary(decodings)
+    atomic_write_text(out / "summary_decoding.csv", decoding_agg.to_csv(index=False, float_format="%.6g"))
     # Every run's metrics in one JSON, nested by kind and run, for `dvc metrics show/diff`.
     write_json(out / "metrics.json", {
         "rm": {r["run"]: {c: _number(r[c]) for c in rm_cols[1:]} for _, r in rm.iterrows()},
         "policy": {r["run"]: {c: _number(r[c]) for c in policy_cols[1:]} for _, r in policy.iterrows()},
+        "decoding": {run: {r["decoding"]: {c: _number(r[c]) for c in DECODING_HEADLINE} for _, r in rows.iterrows()}
+                     for run, rows in decodings.groupby("run")},
     })
     heading = "mean ± 95 % CI over seeds; * differs from the baseline (paired t test, p < 0.05)"
     atomic_write_text(out / "summary.md", (
         f"# Summary\n\n## Reward models, {heading}\n\n" + interval_table(rm_agg, rm_tests, RM_HEADLINE)
         + f"\n## Policies, {heading}\n\n" + interval_table(policy_agg, policy_tests, POLICY_HEADLINE)
+        + "\n## Decoding: each policy under each decoding of evaluate.decoding (mean ± 95 % CI over seeds; * differs "
+        "from the same policy sampled, paired t test, p < 0.05; KL of a deterministic decoder is −log π_ref(y), of "
+        "best-of-n missing)\n\n" + decoding_md
         + "\n## Reward models (held-out pairs, ToyRewardBench, best-of-n)\n\n" + markdown_table(rm, rm_cols)
         + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
         + markdown_table(policy, policy_cols) + audits))
     atomic_write_text(out / "summary.html", (
         "<h3>Reward models (held-out pairs)</h3>" + rm[rm_cols].to_html(index=False, float_format="%.3f")
         + "<h3>Policies (held-out prompts)</h3>" + policy[policy_cols].to_html(index=False, float_format="%.3f")
+        + "<h3>Decoding: each policy under each decoding (mean and 95 % interval half-width over seeds)</h3>"
+        + decoding_agg.to_html(index=False, float_format="%.3f", na_rep="—")
         + "<h3>Mean and 95 % interval half-width over seeds; p: paired t test against the baseline</h3>"
         + aggregated.to_html(index=False, float_format="%.3f", na_rep="")))
     return rm_agg
@@ -264,7 +315,9 @@ def main() -> None:
         policy = policy.merge(rl_fits(histories), on="run", how="left")
         policy = pd.concat([policy, bon_rows(bon_tables)], ignore_index=True)
     audits = audit_table(args.audits) if args.audits else ""
-    rm_agg = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy, audits)
+    decodings = load_decodings(args.policy_evals)
+    rm_agg = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy, audits, decodings)
+    decoding_tradeoff(decoding_summary(decodings)[0], out / "plots" / "decoding.png")
 
     calibration = {Path(f).name: pd.read_csv(Path(f) / "calibration.csv") for f in args.rm_evals}
     calibration_plot(calibration, out / "plots" / "rm_calibration.png")

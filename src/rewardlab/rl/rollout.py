@@ -69,24 +69,19 @@ def neutral_generation_config(model: PreTrainedModel, eos_id: int, pad_id: int) 
 
 
 @torch.no_grad()
-def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
-           eos_id: int, pad_id: int, device: torch.device, greedy: bool = False) -> Rollout:
-    """Sample one response per prompt row (repeat rows for several samples) with HF ``generate``.
-
-    Every other generation setting is neutral (top-k and top-p off, no penalties, whatever the model's
-    generation_config.json says), so the sampling distribution is exactly softmax(logits / temperature), the
-    one whose log-probs the objectives use.
-    """
+def generate(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_id: int,
+             pad_id: int, device: torch.device, **decoding) -> Rollout:
+    """One response per prompt row with HF ``generate``, under the decoding settings given (``do_sample``,
+    ``temperature``, ``top_k``, ``top_p``, ``num_beams``, ``length_penalty``) and no other: the model's own
+    generation_config.json is set aside for the call (``neutral_generation_config``)."""
     prompt_ids, prompt_mask = pad_left(prompts, pad_id)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     was_training = policy.training
     policy.eval()
-    kwargs = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0,
-                                                  "top_p": 1.0}
     with neutral_generation_config(policy, eos_id, pad_id):
         generated = policy.generate(
             input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, min_new_tokens=0,
-            eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **kwargs,
+            eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **decoding,
         )
     policy.train(was_training)
     width = prompt_ids.shape[1]
@@ -97,6 +92,20 @@ def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new
     input_ids = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
     return Rollout(input_ids, attention_mask, width, response_mask, has_eos)
+
+
+def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
+           eos_id: int, pad_id: int, device: torch.device, greedy: bool = False) -> Rollout:
+    """Sample one response per prompt row (repeat rows for several samples) with HF ``generate``.
+
+    Every other generation setting is neutral (top-k and top-p off, no penalties, whatever the model's
+    generation_config.json says), so the sampling distribution is exactly softmax(logits / temperature), the
+    one whose log-probs the objectives use.
+    """
+    decoding = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0,
+                                                    "top_p": 1.0}
+    return generate(policy, prompts, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, device=device,
+                    **decoding)
 
 
 def response_logits(model: PreTrainedModel, rollout: Rollout, temperature: float) -> torch.Tensor:

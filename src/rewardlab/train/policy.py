@@ -208,8 +208,9 @@ class PolicyTrainer:
         if clipped is not None:
             record["clipfrac"] = masked_mean(clipped, mb_mask).item()
         if self.critic is not None:
+            value_clip = opts["value_clip"] if self.algo.clips_value else float("inf")
             vf_loss, vf_clip = clipped_value_loss(self.critic.values(mb), batch.old_values[idx], batch.returns[idx],
-                                                  mb_mask, opts["value_clip"])
+                                                  mb_mask, value_clip)
             loss = loss + opts["vf_coef"] * vf_loss
             record.update(value_loss=vf_loss.item(), value_clipfrac=vf_clip.item())
         require_finite(loss, f"policy[{self.algo.name}/{self.shaping_name}]", step)

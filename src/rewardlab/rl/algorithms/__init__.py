@@ -40,6 +40,7 @@ class Algorithm:
     needs_group = False  # several samples per prompt
     needs_greedy = False  # a greedy rollout per prompt
     clipped = True  # clipped-ratio objective (several epochs allowed) or vanilla PG (one step)
+    clips_value = True  # critic methods: PPO's clipped value loss, or plain squared error
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = cfg

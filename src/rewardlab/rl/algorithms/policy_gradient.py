@@ -7,6 +7,7 @@ advantages, and which policy loss it minimises on a mini-batch (the loop adds th
 term when the KL is in the loss, and the entropy bonus).
 
   ppo            GAE(γ, λ) on shaped per-token rewards, whitened; clipped surrogate; critic (§2.6)
+  a2c            A_t = G_t − V(s_t), Monte Carlo reward-to-go minus a learned critic; vanilla PG (§2.1, §2.6)
   reinforce      sequence return minus a moving-average baseline; vanilla PG (§2.1)
   rloo           R_i minus the leave-one-out mean of its group; clipped surrogate (§2.2)
   grpo           (r_i − group mean)/group std, zero-variance guard; clipped surrogate (§2.4)
@@ -30,6 +31,29 @@ class PPO(Algorithm):
         assert exp.values is not None
         advantages, returns = adv.gae(exp.rewards, exp.values, exp.mask, self.cfg["gamma"], self.cfg["lam"])
         return self._whiten(advantages, exp.mask), returns
+
+
+@register_algorithm
+class A2C(Algorithm):
+    """Advantage actor-critic (Mnih et al. 2016, arXiv 1602.01783; reference §2.1 with the baseline b(s_t) =
+    V(s_t) of §2.6): ∇J = E[Σ_t (G_t − V(s_t)) ∇ log π(y_t|s_t)], G_t the reward-to-go of the shaped per-token
+    rewards. The critic is PPO's (initialised from the reward model) and regresses G_t by plain squared error;
+    no ratio clipping and one pass over each batch. With ``whiten_advantages`` the advantages are scaled by
+    their std but keep their mean, so the critic stays the only centring (as REINFORCE's baseline).
+    """
+
+    name = "a2c"
+    uses_critic = True
+    clipped = False
+    clips_value = False
+
+    def advantages(self, exp):
+        assert exp.values is not None
+        returns = adv.reward_to_go(exp.rewards, exp.mask, self.cfg["gamma"])
+        advantages = (returns - exp.values) * exp.mask.to(returns.dtype)
+        if self.cfg["whiten_advantages"]:
+            advantages = adv.masked_whiten(advantages, exp.mask, shift_mean=False)
+        return advantages, returns
 
 
 @register_algorithm
