@@ -91,7 +91,7 @@ class StageContext:
         """A bar with rate and ETA on stderr (the job's log); advance it with ``update(1)``, end it with ``close``."""
         from rewardlab.runtime import progress_bar
 
-        return progress_bar(total, desc, self.show_progress and self.is_main_process, initial)
+        return progress_bar(total, desc, self.show_progress and self.is_main_process, initial, run=self.out.name)
 
     def iterate(self, iterable: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
         """``iterable`` with a bar that ends at 100 %."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -36,12 +37,74 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) -> tqdm:
-    """A tqdm bar with rate and ETA on stderr (the job's log under Snakemake); ``initial`` for a resumed run.
-    Advanced by hand (``update(1)`` after each step), so it reaches 100 % with the last step."""
+class JobProgress(tqdm):
+    """A tqdm bar (rate and ETA, on stderr: the job's log under Snakemake) that also writes one compact line now
+    and then to the terminal the workflow was started from, so a person watching ``snakemake`` sees every
+    running job move: ``rewardlab | ppo-sparse-bt-eps0.0-s0 policy[ppo/sparse] 75/150 50% 2.10 it/s ETA 0:35
+    gold=1.234, kl=4.10``. Lines, not bars, so the lines of parallel jobs do not tear each other."""
+
+    def __init__(self, *args, terminal: IO[str] | None = None, owns_terminal: bool = False, run: str = "",
+                 every: float = 30.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._terminal, self._owns_terminal, self._run, self._every = terminal, owns_terminal, run, every
+        self._last_echo, self._echoed_at = time.monotonic(), None
+
+    def update(self, n: float = 1) -> bool | None:
+        """Advance; set the postfix (loss, reward) before, so the terminal line shows this step's."""
+        shown = super().update(n)
+        if self._terminal is not None and not self.disable and (
+                self.n >= (self.total or math.inf) or time.monotonic() - self._last_echo >= self._every):
+            self.echo()
+        return shown
+
+    def echo(self) -> None:
+        """One line: run, stage, step/total, percent, rate over this run's steps, ETA, the postfix (loss …)."""
+        elapsed = self._time() - self.start_t
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
+        total = self.total or 0
+        eta = self.format_interval((total - self.n) / rate) if rate > 0 and total else "?"
+        percent = f" {100 * self.n / total:.0f}%" if total else ""
+        postfix = f" {self.postfix}" if self.postfix else ""
+        line = f"rewardlab | {self._run} {self.desc} {self.n}/{total}{percent} {rate:.2f} it/s ETA {eta}{postfix}"
+        try:
+            self._terminal.write(line.replace("  ", " ").strip() + "\n")
+            self._terminal.flush()
+        except OSError:  # the terminal went away: keep training, stop echoing
+            self._terminal = None
+        self._last_echo, self._echoed_at = time.monotonic(), self.n
+
+    def close(self) -> None:
+        if self._terminal is not None and not self.disable and self._echoed_at != self.n:
+            self.echo()
+        if self._terminal is not None and self._owns_terminal:
+            self._terminal.close()
+        self._terminal = None
+        super().close()
+
+
+def launching_terminal() -> IO[str] | None:
+    """The terminal the workflow runs in, when the job's stderr goes elsewhere (a log file) and the job still
+    has one (a local ``snakemake`` from a shell); None on a cluster node, in CI, or when stderr is the
+    terminal already (its bar is in view). ``REWARDLAB_TERMINAL_PROGRESS=0`` turns the lines off."""
+    if sys.stderr.isatty() or os.environ.get("REWARDLAB_TERMINAL_PROGRESS", "1") == "0":
+        return None
+    try:
+        return open("/dev/tty", "w")  # noqa: SIM115  (closed by JobProgress.close)
+    except OSError:
+        return None
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0, run: str = "",
+                 terminal: IO[str] | None = None) -> JobProgress:
+    """A bar with rate and ETA on stderr (the job's log under Snakemake), and compact lines on the launching
+    terminal (``JobProgress``); ``initial`` for a resumed run. Advanced by hand (``update(1)`` after each step),
+    so it reaches 100 % with the last step."""
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=not enabled or not is_main_process(), dynamic_ncols=interactive,
-                initial=initial, mininterval=0.5 if interactive else 10.0, file=sys.stderr)
+    enabled = enabled and is_main_process()
+    opened = launching_terminal() if enabled and terminal is None else None
+    return JobProgress(total=total, desc=desc, disable=not enabled, dynamic_ncols=interactive, initial=initial,
+                       mininterval=0.5 if interactive else 10.0, file=sys.stderr, run=run,
+                       terminal=(terminal or opened) if enabled else None, owns_terminal=opened is not None)
 
 
 class EpochBatch(NamedTuple):

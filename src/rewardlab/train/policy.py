@@ -274,10 +274,10 @@ class PolicyTrainer:
         bar = self.ctx.progress(steps, f"policy[{self.algo.name}/{self.shaping_name}]", initial=self.start)
         for step in range(self.start + 1, steps + 1):
             self.step(step)
-            bar.update(1)
             if self.history:
                 bar.set_postfix(gold=f"{self.history[-1]['reward_gold']:.3f}", kl=f"{self.history[-1]['kl']:.2f}",
                                 refresh=False)
+            bar.update(1)
         bar.close()
         return self.history
 

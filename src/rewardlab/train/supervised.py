@@ -66,8 +66,8 @@ def train_supervised(ctx: StageContext, model: torch.nn.Module, schedule: Schedu
         if batch.epoch_end and epoch_end is not None:
             row.update(epoch_end(model))
         history.append(row)
-        bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+        bar.update(1)
         if checkpointer.due(batch.step) and accelerator.is_main_process:
             save_training(checkpointer, batch.step, {"model": unwrapped}, optimizers, history)
         accelerator.wait_for_everyone()
