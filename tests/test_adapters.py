@@ -4,6 +4,7 @@ Expected values are read off the fixture rows by hand."""
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import shutil
 from collections import Counter
@@ -115,6 +116,31 @@ def test_trl_standard_conversational_implicit_and_explicit():
     assert implicit[1]["rejected"] == [assistant("The Atlantic, probably.")]
     explicit = read_records(FIXTURES / "trl_conversational_explicit.jsonl", "trl")
     assert explicit[0]["prompt"] == implicit[0]["prompt"] and explicit[0]["chosen"] == implicit[0]["chosen"]
+
+
+def test_trl_standard_implicit_prompt_and_scores_as_trl_and_ultrafeedback_read_them(tmp_path):
+    """The fourth TRL layout (strings, no prompt column): the prompt is the shared start, cut before the space
+    that starts the responses (TRL's extract_prompt). Scores are read when present: their difference is the
+    margin unless the row gives one, and equal scores are a tie, dropped and counted as in ultrafeedback."""
+    from trl import extract_prompt
+
+    rows = [{"chosen": "The sky is blue.", "rejected": "The sky is green.", "score_chosen": 8, "score_rejected": 3},
+            {"chosen": "Two plus two is four.", "rejected": "Two plus two is five.", "score_chosen": 5,
+             "score_rejected": 5},
+            {"chosen": "Pick a: yes", "rejected": "Pick a: no", "score_chosen": 2, "score_rejected": 1, "margin": 0.5}]
+    path = tmp_path / "implicit.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = Counter()
+    pairs = read_records(path, "trl", counts=counts)
+    assert counts["ties_dropped"] == 1 and len(pairs) == 2
+    for pair, row in zip(pairs, [rows[0], rows[2]]):
+        trl_split = extract_prompt(dict(row))
+        assert pair["prompt"] == [user(trl_split["prompt"])]
+        assert pair["chosen"] == [assistant(trl_split["chosen"])]
+        assert pair["rejected"] == [assistant(trl_split["rejected"])]
+    assert pairs[0]["prompt"] == [user("The sky is")] and pairs[0]["chosen"] == [assistant(" blue.")]
+    assert (pairs[0]["margin"], pairs[0]["score_chosen"], pairs[0]["score_rejected"]) == (5.0, 8.0, 3.0)
+    assert pairs[1]["margin"] == 0.5  # TRL's margin column wins over the score difference
 
 
 def test_malformed_rows_name_file_and_row_or_are_skipped_and_counted():

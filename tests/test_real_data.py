@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from rewardlab import config as C
 from rewardlab.data import ingest
-from rewardlab.data.formats import read_pairs
+from rewardlab.data.formats import chat_renderer, read_pairs
 from rewardlab.evaluate.reward_model import pair_metrics
 from rewardlab.models.reward import RewardScorer
 from rewardlab.runinfo import read_jsonl
@@ -71,9 +71,16 @@ def test_format_flows_through_preprocess_sft_reward_evaluate(fmt, files, family,
     metrics = ingest.STAGE.execute(cfg, data).metrics
     assert metrics["pairs_train"] >= 2 and metrics["pairs_test"] >= 1
     assert metrics["chat_template"] == float(family in ("llama", "qwen2"))
-    pairs = read_pairs(read_jsonl(data / "pairs_train.jsonl"))
-    if family in ("llama", "qwen2"):  # the chat template rendered the prompt, generation prompt included
+    tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
+    rows = read_jsonl(data / "pairs_train.jsonl")
+    pairs = read_pairs(rows, render=chat_renderer(tokenizer))
+    if family in ("llama", "qwen2"):  # TRL's conversational rows: the prompt's messages, unrendered …
+        assert isinstance(rows[0]["prompt"], list) and rows[0]["chosen"][0]["role"] == "assistant"
+        assert not rows[0]["prompt"][-1]["content"].startswith("<|")
+        # … which the reader renders with the chat template, generation prompt included
         assert pairs[0]["prompt"].startswith("<|") and pairs[0]["prompt"].endswith("<|assistant|>\n")
+    else:
+        assert isinstance(rows[0]["prompt"], str) and isinstance(rows[0]["chosen"], str)
     sft_metrics = sft.STAGE.execute(cfg, tmp_path / "sft", data=data).metrics
     assert sft_metrics["steps"] >= 1 and sft_metrics["valid_loss"] > 0
     history = reward.STAGE.execute(cfg, tmp_path / "rm", loss="bt", seed=0, labels=data, pool=data / "pool",
@@ -81,7 +88,8 @@ def test_format_flows_through_preprocess_sft_reward_evaluate(fmt, files, family,
     assert len(history) >= 2
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "rm")
     scorer = RewardScorer(tmp_path / "rm", "cpu")
-    result, _ = pair_metrics(scorer, tokenizer, read_pairs(read_jsonl(data / "pairs_test.jsonl")), 5, "cpu")
+    test_pairs = read_pairs(read_jsonl(data / "pairs_test.jsonl"), render=chat_renderer(tokenizer))
+    result, _ = pair_metrics(scorer, tokenizer, test_pairs, 5, "cpu")
     assert 0.0 <= result["accuracy"] <= 1.0
     assert result["accuracy_gold"] is None and result["spearman_gold"] is None  # no gold reward: missing
     # RL on the dataset's prompts against that reward model, then the held-out evaluation.
@@ -104,9 +112,13 @@ def evaluate_policy(policy_dir: Path, sft_dir: Path, rm_dir: Path, data: Path, c
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     prompts = tokenizer([r["prompt"] for r in read_jsonl(data / "prompts_test.jsonl")],
                         add_special_tokens=False)["input_ids"]
-    result, _ = evaluate.evaluate(load_policy(policy_dir).eval(), load_policy(sft_dir).eval(),
-                                  RewardScorer(rm_dir, "cpu"), gold_reward(cfg, tokenizer), prompts, cfg, tokenizer,
-                                  "cpu")
+    judge = evaluate.Judge(load_policy(policy_dir).eval(), load_policy(sft_dir).eval(), RewardScorer(rm_dir, "cpu"),
+                           gold_reward(cfg, tokenizer), tokenizer, cfg, "cpu")
+    cfg = {**cfg, "evaluate": {**cfg["evaluate"], "decoding": ["sample", "greedy", "beam", "rerank"]}}
+    result, table, _ = evaluate.evaluate(judge, prompts, cfg)
+    # every decoding runs on a real tokenizer and model family (BPE text for self-BLEU, a real generate for beam)
+    assert list(table["decoding"]) == ["sample", "greedy", "beam4", "rerank8"]
+    assert table["perplexity_sft"].gt(1).all() and table["reward_proxy"].notna().all()
     return result
 
 
@@ -262,3 +274,61 @@ def test_dropping_many_pairs_for_length_warns_and_is_measured(tiny_models, tmp_p
     assert metrics["pairs_too_long_fraction"] == pytest.approx(
         metrics["pairs_too_long"] / (metrics["pairs_too_long"] + metrics["pairs_train"] + metrics["pairs_test"]))
     assert "pairs" in capsys.readouterr().err and metrics["pairs_too_long_fraction"] > 0.2
+
+
+def train_with_trl(labels: Path, model_dir: Path, tmp_path: Path) -> tuple[list[int], list[int]]:
+    """TRL's RewardTrainer and DPOTrainer, two steps each, on a label folder's pairs_train.jsonl as it is
+    (datasets' json loader, no conversion); returns the first pair's chosen ids as each trainer tokenised them."""
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = load_dataset("json", data_files=str(labels / "pairs_train.jsonl"), split="train")
+    dataset = dataset.select(range(min(8, len(dataset))))
+    common = {"max_steps": 2, "per_device_train_batch_size": 2, "report_to": [], "save_strategy": "no",
+              "disable_tqdm": True, "use_cpu": True, "gradient_checkpointing": False, "seed": 0, "bf16": False,
+              "dataloader_num_workers": 0}
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    rm.config.pad_token_id = tokenizer.pad_token_id
+    reward = RewardTrainer(model=rm, args=RewardConfig(output_dir=str(tmp_path / "trl-rm"), **common),
+                           train_dataset=dataset, processing_class=tokenizer)
+    assert reward.train().global_step == 2
+    dpo = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
+                     args=DPOConfig(output_dir=str(tmp_path / "trl-dpo"), **common), train_dataset=dataset,
+                     processing_class=tokenizer)
+    assert dpo.train().global_step == 2
+    row = dpo.train_dataset[0]
+    dpo_ids = row["prompt_ids"] + row["chosen_ids"] if "prompt_ids" in row else row["chosen_ids"]
+    return reward.train_dataset[0]["chosen_ids"], dpo_ids
+
+
+def test_trl_trains_on_our_label_files_as_they_are(tiny_pipeline, tiny_models, tmp_path):
+    """Issue 15: TRL 1.x reads rewardlab's pair files without conversion — SentiGram labels in TRL's standard
+    format, a chat model's real-data pairs in its conversational format (prompt messages unrendered) — and
+    tokenises each pair into the sequence rewardlab's own reward model trains on (plus TRL's EOS)."""
+    from rewardlab.models.tokenizer import encode_prompt_responses
+
+    labels, sft_dir = tiny_pipeline["labels"], tiny_pipeline["sft"]
+    reward_ids, dpo_ids = train_with_trl(labels, sft_dir, tmp_path / "sentigram")
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    first = read_pairs(read_jsonl(labels / "pairs_train.jsonl")[:1])[0]
+    ours = encode_prompt_responses(tokenizer, [first["prompt"]], [first["chosen"]])[0]
+    eos = tokenizer.eos_token_id
+    assert reward_ids == (ours if ours[-1] == eos else ours + [eos])  # TRL adds the EOS a response lacks
+    assert dpo_ids[: len(ours)] == ours
+
+    source = {"format": "ultrafeedback_binarized", "path": str(FIXTURES / "ultrafeedback_binarized.jsonl")}
+    cfg = real_config(source, tiny_models["qwen2"])
+    data = tmp_path / "data"
+    ingest.STAGE.execute(cfg, data)
+    reward_ids, dpo_ids = train_with_trl(data, tiny_models["qwen2"], tmp_path / "chat")
+    tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
+    first = read_pairs(read_jsonl(data / "pairs_train.jsonl")[:1], render=chat_renderer(tokenizer))[0]
+    ours = encode_prompt_responses(tokenizer, [first["prompt"]], [first["chosen"]])[0]
+    # TRL renders the whole conversation; the response's turn then closes with the template's end of turn
+    assert reward_ids[: len(ours)] == ours and dpo_ids[: len(ours)] == ours

@@ -68,15 +68,17 @@ def test_pool_holds_k_samples_with_gold(tiny_pipeline):
     assert len(bon) == 8 and all(len(r["responses"]) == 8 for r in bon)
 
 
-def test_pairs_are_ultrafeedback_rows_that_read_back(tiny_pipeline):
+def test_pairs_are_trl_standard_rows_that_read_back(tiny_pipeline):
     from rewardlab.data.formats import read_pairs
 
     rows = read_jsonl(tiny_pipeline["labels"] / "pairs_train.jsonl")
     assert rows, "no pairs"
-    assert {"prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected",
+    assert {"prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected",
             "p_star", "strength", "margin"} <= set(rows[0])
-    assert rows[0]["chosen"][0] == {"role": "user", "content": rows[0]["prompt"]}
-    assert rows[0]["chosen"][1]["role"] == "assistant"
+    assert "messages" not in rows[0]  # TRL would take it for a conversation (is_conversational picks any key)
+    # TRL's standard format: strings, joined by TRL as prompt + chosen, so each response starts with its space
+    assert all(isinstance(rows[0][k], str) for k in ("prompt", "chosen", "rejected"))
+    assert rows[0]["chosen"].startswith(" ") and not rows[0]["chosen"].startswith("  ")
     for pair in read_pairs(rows[:20]):
         assert pair["chosen"] != pair["rejected"]
         prompt = pair["prompt"].split()

@@ -8,7 +8,7 @@ Reads ``data.source.path`` (and ``test_path`` / ``sft_path``) through the format
 
   sft_train.jsonl, sft_valid.jsonl       {"prompt", "completion"} (TRL prompt-completion)
   prompts_train.jsonl, prompts_test.jsonl {"prompt"} (rendered)
-  pairs_train.jsonl, pairs_test.jsonl    UltraFeedback-binarized rows (the reward stage's pairs)
+  pairs_train.jsonl, pairs_test.jsonl    TRL preference rows (conversational for a chat model; the reward stage's pairs)
   pool/train.jsonl                       {"prompt", "responses"}: what the reward model is normalised on
   tokenizer/                             the model's tokenizer (a pad token set when it had none)
   metrics.json                           rows read / skipped, ties dropped, pairs and documents kept and
@@ -29,7 +29,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from rewardlab.data.adapters import missing_source_file, read_records
-from rewardlab.data.formats import ultrafeedback_row
+from rewardlab.data.formats import preference_row
 from rewardlab.data.records import DataError
 from rewardlab.models.folder import check_model_folder
 from rewardlab.models.tokenizer import join_text
@@ -128,7 +128,9 @@ class Renderer:
             if max(self.length(prompt, chosen), self.length(prompt, rejected)) > self.max_length:
                 self.counts[f"pairs_too_long_{split}"] += 1
                 continue
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
+            # A chat model's label files keep the prompt's messages unrendered (TRL's conversational format).
+            messages = pair["prompt"] if getattr(self.tokenizer, "chat_template", None) else None
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "prompt_messages": messages,
                          "score_chosen": pair["score_chosen"], "score_rejected": pair["score_rejected"],
                          **({"margin": pair["margin"]} if pair["margin"] is not None else {}),
                          **({"strength": pair["strength"]} if pair["strength"] is not None else {})})
@@ -156,8 +158,8 @@ class Renderer:
 def write_outputs(out: Path, train_rows: list[dict], test_rows: list[dict], sft_train: list[dict],
                   sft_valid: list[dict], tokenizer: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "pairs_train.jsonl", [ultrafeedback_row(r) for r in train_rows])
-    write_jsonl(out / "pairs_test.jsonl", [ultrafeedback_row(r) for r in test_rows])
+    write_jsonl(out / "pairs_train.jsonl", [preference_row(r, r.get("prompt_messages")) for r in train_rows])
+    write_jsonl(out / "pairs_test.jsonl", [preference_row(r, r.get("prompt_messages")) for r in test_rows])
     write_jsonl(out / "sft_train.jsonl", sft_train)
     write_jsonl(out / "sft_valid.jsonl", sft_valid)
     write_jsonl(out / "prompts_train.jsonl", [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in train_rows)])

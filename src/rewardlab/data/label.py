@@ -1,7 +1,8 @@
 """Stage `label`: simulated annotators label the SFT pool at one flip rate ε (rlhf-reference.md §4.4).
 
 Inputs: the pool (rewardlab.data.pool). Outputs in labels/<noise>/, with <noise> = eps<ε>:
-  pairs_train.jsonl, pairs_test.jsonl   UltraFeedback-binarized rows (TRL conversational format) with
+  pairs_train.jsonl, pairs_test.jsonl   TRL preference rows (standard: prompt, chosen, rejected texts; TRL's
+                                        RewardTrainer/DPOTrainer read them as they are) with
                                         score_chosen/score_rejected = gold R*, p_star, strength, margin
   rankings_train.jsonl                  {prompt, responses, order (best first), gold}
   ratings_train.jsonl                   HelpSteer2 rows: prompt, response, helpfulness, correctness,
@@ -19,7 +20,7 @@ import random
 from pathlib import Path
 
 from rewardlab.data import annotators as A
-from rewardlab.data.formats import ultrafeedback_row
+from rewardlab.data.formats import preference_row
 from rewardlab.runinfo import read_jsonl, write_json, write_jsonl
 from rewardlab.runner import Argument, Stage, StageContext, StageResult
 
@@ -61,8 +62,8 @@ def run(ctx: StageContext, flip_rate: float, pool: Path) -> StageResult:
     weights, offset = A.combination_weights(scales)
     audit = A.audit(pairs_train, rankings, ratings, scales, A.bt_agreement(train, tau, flip_rate))
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "pairs_train.jsonl", (ultrafeedback_row(p) for p in pairs_train))
-    write_jsonl(out / "pairs_test.jsonl", (ultrafeedback_row(p) for p in pairs_test))
+    write_jsonl(out / "pairs_train.jsonl", (preference_row(p) for p in pairs_train))
+    write_jsonl(out / "pairs_test.jsonl", (preference_row(p) for p in pairs_test))
     write_jsonl(out / "rankings_train.jsonl", rankings)
     write_jsonl(out / "ratings_train.jsonl", ratings)
     write_json(out / "scales.json", {"attributes": list(A.ATTRIBUTES),

@@ -24,7 +24,7 @@ import torch
 from transformers import AutoTokenizer
 
 from rewardlab.data.bench import SECTIONS
-from rewardlab.data.formats import read_pairs
+from rewardlab.data.formats import chat_renderer, read_pairs
 from rewardlab.evaluate import bon as B
 from rewardlab.evaluate import metrics as M
 from rewardlab.losses import LOSSES
@@ -138,7 +138,7 @@ def run(ctx: StageContext, rm: Path, labels: Path, pool: Path) -> StageResult:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(rm)
     scorer = RewardScorer(rm, device)
-    pairs = read_pairs(read_jsonl(labels / "pairs_test.jsonl"), "pairs_test.jsonl")
+    pairs = read_pairs(read_jsonl(labels / "pairs_test.jsonl"), "pairs_test.jsonl", chat_renderer(tokenizer))
     result, calibration = pair_metrics(scorer, tokenizer, pairs, ctx.config["evaluate"]["calibration_bins"], device)
     loss = getattr(scorer.models[0].config, "rewardlab_loss", None)
     result["logit_output"] = float(LOSSES.get(loss).logit_output) if loss in LOSSES else None

@@ -4,14 +4,18 @@ how a prompt and a response become one text and token ids, for the toy and for r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+if TYPE_CHECKING:  # imported where used: join_text serves pure-Python stages that load no model
+    from transformers import PreTrainedTokenizerFast
 
 
 def build_word_tokenizer(vocab: Sequence[str], special_tokens: Mapping[str, str]) -> PreTrainedTokenizerFast:
     """Whitespace-split words mapped one-to-one to ids; ``special_tokens`` names the task's ``bos_token``,
     ``eos_token``, ``pad_token``, ``unk_token`` (and optionally ``sep_token``), each a word of ``vocab``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     if len(set(vocab)) != len(vocab):
         raise ValueError("tokenizer vocabulary has duplicate tokens")
     core = Tokenizer(models.WordLevel({tok: i for i, tok in enumerate(vocab)}, unk_token=special_tokens["unk_token"]))

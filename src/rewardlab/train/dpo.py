@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
 
-from rewardlab.data.formats import read_pairs
+from rewardlab.data.formats import chat_renderer, read_pairs
 from rewardlab.models.build import load_policy
 from rewardlab.models.tokenizer import encode_prompt_responses
 from rewardlab.rl.offline import OFFLINE, LogRatios
@@ -58,7 +58,7 @@ def run(ctx: StageContext, algorithm: str, seed: int, labels: Path, sft: Path) -
     objective = OFFLINE.get(algorithm)
     tokenizer = AutoTokenizer.from_pretrained(sft)
     pad_id = tokenizer.pad_token_id
-    pairs = read_pairs(read_jsonl(labels / "pairs_train.jsonl"), "pairs_train.jsonl")
+    pairs = read_pairs(read_jsonl(labels / "pairs_train.jsonl"), "pairs_train.jsonl", chat_renderer(tokenizer))
     prompts = [p["prompt"] for p in pairs]
     chosen = encode_prompt_responses(tokenizer, prompts, [p["chosen"] for p in pairs])
     rejected = encode_prompt_responses(tokenizer, prompts, [p["rejected"] for p in pairs])

@@ -16,7 +16,7 @@ import torch
 
 from rewardlab import losses
 from rewardlab.data.annotators import ATTRIBUTES
-from rewardlab.data.formats import read_pairs
+from rewardlab.data.formats import chat_renderer, read_pairs
 from rewardlab.models.tokenizer import encode_prompt_responses
 
 
@@ -59,7 +59,7 @@ class PairSet(LabelSet):
     """Chosen/rejected pairs: a batch is its chosen responses, then its rejected ones."""
 
     def __init__(self, rows: list[dict], tokenizer: Any, combination: Mapping[str, Any] | None = None):
-        pairs = read_pairs(rows, losses.LABEL_FILES["pairs"])
+        pairs = read_pairs(rows, losses.LABEL_FILES["pairs"], chat_renderer(tokenizer))
         prompts = [p["prompt"] for p in pairs]
         super().__init__(tokenizer, prompts)
         self.chosen = encode_prompt_responses(tokenizer, prompts, [p["chosen"] for p in pairs])

@@ -6,22 +6,48 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewardlab.data.readers import register_reader
-from rewardlab.data.records import field, messages, preference_pair, turn
+from rewardlab.data.records import Tie, field, messages, number, preference_pair, turn
+
+
+def shared_text_prefix(chosen: str, rejected: str) -> str:
+    """The implicit prompt of two standard (string) completions, as TRL's ``extract_prompt`` cuts it: their
+    common prefix, ending before the space that starts the responses."""
+    for index in range(min(len(chosen), len(rejected))):
+        if chosen[index] != rejected[index]:
+            return chosen[: index - 1] if index and chosen[index - 1] == " " else chosen[:index]
+    return chosen[: min(len(chosen), len(rejected))]
+
+
+def scores(row: Mapping[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """``score_chosen``/``score_rejected`` when a row has them (equal scores are a Tie, as in every format that
+    carries scores), and the margin: TRL's ``margin`` column, else the score difference."""
+    sc, sr, margin = row.get("score_chosen"), row.get("score_rejected"), row.get("margin")
+    if sc is not None and sr is not None:
+        sc, sr = number(sc, "score_chosen"), number(sr, "score_rejected")
+        if sc == sr:
+            raise Tie("equal scores")
+        if margin is None:
+            margin = sc - sr
+    return sc, sr, margin
 
 
 @register_reader("trl")
 def trl(row: Mapping[str, Any], split: str) -> dict[str, Any]:
-    """TRL preference rows: standard (strings) or conversational (messages), explicit ``prompt`` or implicit
-    (the prompt is the shared prefix of the two conversations)."""
+    """TRL preference rows in all four layouts: standard (strings) or conversational (messages), with an
+    explicit ``prompt`` or an implicit one (the shared start of the two completions, as TRL extracts it)."""
     chosen, rejected, prompt = field(row, "chosen"), field(row, "rejected"), row.get("prompt")
-    margin = row.get("margin")  # preference_pair checks it is a finite number
+    sc, sr, margin = scores(row)  # preference_pair checks they are finite numbers
+    common = {"margin": margin, "score_chosen": sc, "score_rejected": sr, "source": "trl", "split": split}
     if isinstance(chosen, str) and isinstance(rejected, str):
-        if prompt is None:
-            raise ValueError("standard (string) rows with an implicit prompt cannot be split; add a 'prompt' field")
+        if prompt is None:  # implicit prompt
+            prompt = shared_text_prefix(chosen, rejected)
+            chosen, rejected = chosen[len(prompt):], rejected[len(prompt):]
+            if not prompt.strip():
+                raise ValueError("implicit prompt: chosen and rejected share no leading text")
         if not isinstance(prompt, str):
             raise ValueError("prompt must be a string in the standard format")
         return preference_pair(turn("user", prompt), turn("assistant", chosen), turn("assistant", rejected),
-                               margin=margin, source="trl", split=split, text_prompt=True)
+                               text_prompt=True, **common)
     chosen, rejected = messages(chosen, "chosen"), messages(rejected, "rejected")
     if prompt is None:  # implicit prompt: the common leading messages
         shared = 0
@@ -34,4 +60,4 @@ def trl(row: Mapping[str, Any], split: str) -> dict[str, Any]:
         prompt = messages(prompt, "prompt") if isinstance(prompt, list) else turn("user", prompt)
     if len(chosen) != 1 or len(rejected) != 1 or chosen[0]["role"] != "assistant" or rejected[0]["role"] != "assistant":
         raise ValueError("chosen and rejected must each be one assistant turn after the prompt")
-    return preference_pair(prompt, chosen, rejected, margin=margin, source="trl", split=split)
+    return preference_pair(prompt, chosen, rejected, **common)
