@@ -170,9 +170,6 @@ def test_inputs_are_checked_before_anything_runs(tiny_models, tmp_path):
     with pytest.raises(SystemExit, match=r"data.source.path: .*nope.jsonl does not exist"):
         ingest.STAGE.execute(real_config({**hh, "path": str(tmp_path / "nope.jsonl")}, tiny_models["gpt2"]),
                              tmp_path / "out")
-    ratings = {"format": "helpsteer2", "path": str(FIXTURES / "helpsteer2.jsonl")}
-    with pytest.raises(SystemExit, match="HelpSteer2 ratings, not pairs"):
-        ingest.STAGE.execute(real_config(ratings, tiny_models["gpt2"]), tmp_path / "out")
     with pytest.raises(SystemExit, match="every pair is longer than model.max_length"):
         ingest.STAGE.execute(real_config(hh, tiny_models["gpt2"], model={"max_length": 8}), tmp_path / "out")
     with pytest.raises(C.ConfigError, match="reward.losses: plackett_luce needs rankings"):
@@ -180,6 +177,53 @@ def test_inputs_are_checked_before_anything_runs(tiny_models, tmp_path):
     with pytest.raises(C.ConfigError, match="policy.shapings: oracle"):
         real_config(hh, tiny_models["gpt2"], policy={"shapings": ["oracle"]})
     assert real_config(hh, tiny_models["gpt2"])["model"]["trust_remote_code"] is False
+
+
+@pytest.mark.parametrize(("fmt", "fixture", "losses"), [
+    ("helpsteer2", "helpsteer2.jsonl", ["mse_rating", "mse_multiattr", "bt"]),
+    ("ultrafeedback", "ultrafeedback.jsonl", ["plackett_luce", "kwise_allpairs", "best_of_k", "bt"]),
+])
+def test_real_ratings_and_rankings_train_their_losses(fmt, fixture, losses, tiny_models, tmp_path):
+    """Issue 15: HelpSteer2's main data (five attributes per response) trains the rating losses, UltraFeedback's
+    four scored completions per prompt the K-wise losses; both imply held-out pairs (each prompt's best response
+    against its worst) on which every reward model is evaluated."""
+    source = {"format": fmt, "path": str(FIXTURES / fixture), "test_fraction": 0.25}
+    cfg = real_config(source, tiny_models["gpt2"], reward={"losses": losses})
+    data = tmp_path / "data"
+    metrics = ingest.STAGE.execute(cfg, data).metrics
+    pairs = read_jsonl(data / "pairs_train.jsonl") + read_jsonl(data / "pairs_test.jsonl")
+    # HelpSteer2's fixture has a prompt whose two responses are equally helpful: no pair (a tie, as everywhere)
+    assert metrics["ties_dropped"] == (1 if fmt == "helpsteer2" else 0)
+    assert len(pairs) == 8 - metrics["ties_dropped"] and all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+    assert all(p["margin"] == p["score_chosen"] - p["score_rejected"] for p in pairs)
+    if fmt == "helpsteer2":
+        ratings = read_jsonl(data / "ratings_train.jsonl")
+        assert metrics["ratings_train"] == len(ratings) == 12  # 6 of 8 prompts × 2 responses
+        assert all(r["rating"] == r["helpfulness"] for r in ratings)  # attribute_weights: helpfulness alone
+        assert read_jsonl(data / "rankings_train.jsonl") == []
+    else:
+        rankings = read_jsonl(data / "rankings_train.jsonl")
+        # 6 training prompts; the one with two completions scored alike has no order and is dropped (if in train)
+        assert metrics["rankings_tied_dropped"] + len(rankings) == 6 and len(rankings) == metrics["rankings_train"]
+        assert len(rankings) >= 5 and all(len(r["responses"]) == 4 for r in rankings)
+        for row in rankings:
+            assert [row["scores"][i] for i in row["order"]] == sorted(row["scores"], reverse=True)
+    sft.STAGE.execute(cfg, tmp_path / "sft", data=data)
+    for loss in losses:
+        result = reward.STAGE.execute(cfg, tmp_path / loss, loss=loss, seed=0, labels=data, pool=data / "pool",
+                                      sft=tmp_path / "sft", eval_out=tmp_path / f"eval-{loss}")
+        assert result.history and math.isfinite(result.history[-1]["loss"])
+        evaluated = json.loads((tmp_path / f"eval-{loss}" / "metrics.json").read_text())
+        assert 0.0 <= evaluated["accuracy"] <= 1.0  # on the held-out pairs the ratings or rankings imply
+    preference = {"format": "helpsteer2", "path": str(FIXTURES / "helpsteer2_preference.jsonl")}
+    with pytest.raises(C.ConfigError, match="reward.losses: plackett_luce needs rankings; data.source.format "
+                                            "helpsteer2 gives pairs and ratings"):
+        real_config(preference, tiny_models["gpt2"], reward={"losses": ["plackett_luce"]})
+    cfg = real_config(preference, tiny_models["gpt2"], reward={"losses": ["mse_rating"]})
+    ingest.STAGE.execute(cfg, tmp_path / "pref")
+    with pytest.raises(SystemExit, match="mse_rating trains on ratings, and .*ratings_train.jsonl has none"):
+        reward.STAGE.execute(cfg, tmp_path / "rm-pref", loss="mse_rating", seed=0, labels=tmp_path / "pref",
+                             pool=tmp_path / "pref" / "pool", sft=tmp_path / "sft")
 
 
 # (family, format, fixture, LoRA rank, algorithms) through Snakemake: with and without a chat template, with and
@@ -268,7 +312,7 @@ def test_hh_single_and_multi_turn_prompts_render_alike_without_a_chat_template(t
 
 def test_dropping_many_pairs_for_length_warns_and_is_measured(tiny_models, tmp_path, capsys):
     hh = {"format": "hh_rlhf", "path": str(FIXTURES / "hh_rlhf.jsonl")}
-    metrics = ingest.STAGE.execute(real_config(hh, tiny_models["gpt2"], model={"max_length": 32}),
+    metrics = ingest.STAGE.execute(real_config(hh, tiny_models["gpt2"], model={"max_length": 40}),
                                    tmp_path / "out").metrics
     assert metrics["pairs_too_long"] > 0
     assert metrics["pairs_too_long_fraction"] == pytest.approx(

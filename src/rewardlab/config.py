@@ -239,10 +239,15 @@ def _check_real_data(config: dict[str, Any]) -> None:
 
     if not config["model"].get("name_or_path"):
         raise ConfigError("model.name_or_path: real data (data.source) needs a local Hugging Face causal LM")
-    not_pairs = [loss for loss in config["reward"]["losses"] if LOSSES.get(loss).label_shape != "pairs"]
-    if not_pairs:
-        raise ConfigError(f"reward.losses: {not_pairs[0]} needs {LOSSES.get(not_pairs[0]).label_shape}; real data "
-                          "gives preference pairs (use a pairwise loss)")
+    from rewardlab.data.readers import READERS
+
+    fmt = config["data"]["source"]["format"]
+    shapes = READERS.get(fmt).label_shapes
+    for loss in config["reward"]["losses"]:
+        if LOSSES.get(loss).label_shape not in shapes:
+            raise ConfigError(f"reward.losses: {loss} needs {LOSSES.get(loss).label_shape}; data.source.format "
+                              f"{fmt} gives {' and '.join(shapes)} (ratings: helpsteer2's main data; rankings: "
+                              "ultrafeedback, scored_responses)")
     if flip_rates(config) != [0.0]:
         raise ConfigError("labels.flip_rate: real data keeps its own labels; set [0.0]")
     for name in config["policy"]["shapings"]:

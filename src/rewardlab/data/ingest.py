@@ -8,7 +8,11 @@ Reads ``data.source.path`` (and ``test_path`` / ``sft_path``) through the format
 
   sft_train.jsonl, sft_valid.jsonl       {"prompt", "completion"} (TRL prompt-completion)
   prompts_train.jsonl, prompts_test.jsonl {"prompt"} (rendered)
-  pairs_train.jsonl, pairs_test.jsonl    TRL preference rows (conversational for a chat model; the reward stage's pairs)
+  pairs_train.jsonl, pairs_test.jsonl    TRL preference rows (conversational for a chat model), the reward pairs;
+                                         from ratings or rankings: each prompt's best response against its worst
+  ratings_train.jsonl, scales.json       rated data: HelpSteer2 rows with the scalar ``rating``, and the attribute
+                                         weights (``data.source.attribute_weights``); empty for other data
+  rankings_train.jsonl                   ranked data: {prompt, responses, order (best first), scores}; empty otherwise
   pool/train.jsonl                       {"prompt", "responses"}: what the reward model is normalised on
   tokenizer/                             the model's tokenizer (a pad token set when it had none)
   metrics.json                           rows read / skipped, ties dropped, pairs and documents kept and
@@ -20,6 +24,7 @@ stops here, before any training, with the file and row.
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections import Counter
@@ -30,10 +35,11 @@ from transformers import AutoTokenizer
 
 from rewardlab.data.adapters import missing_source_file, read_records
 from rewardlab.data.formats import preference_row
+from rewardlab.data.real_labels import implied_pairs, rating_of, scales, shape_of, strict_rankings
 from rewardlab.data.records import DataError
 from rewardlab.models.folder import check_model_folder
 from rewardlab.models.tokenizer import join_text
-from rewardlab.runinfo import read_jsonl, write_jsonl
+from rewardlab.runinfo import read_jsonl, write_json, write_jsonl
 from rewardlab.runner import Stage, StageContext, StageResult
 
 
@@ -66,27 +72,19 @@ def _response(messages: list[dict[str, str]]) -> str:
     return messages[-1]["content"].strip()
 
 
-def _pairs_only(records: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
-    if records and "ratings" in records[0]:
-        raise SystemExit(f"data.source.path: {path} holds HelpSteer2 ratings, not pairs; point it at the "
-                         "preference subset (rows with response_1, response_2, preference_strength)")
-    return records
-
-
 def read_splits(source: dict[str, Any], data: dict[str, Any], counts: Counter) -> tuple[list, list]:
-    """Training and held-out records: the test file, or a seeded ``test_fraction`` of the training file."""
+    """Training and held-out records: the test file, or the records of a seeded ``test_fraction`` of the training
+    file's prompts."""
     try:
-        train = _pairs_only(read_records(source["path"], source["format"], "train", data["on_bad_row"], counts),
-                            source["path"])
+        train = read_records(source["path"], source["format"], "train", data["on_bad_row"], counts)
         if source.get("test_path"):
-            test = _pairs_only(read_records(source["test_path"], source["format"], "test", data["on_bad_row"],
-                                            counts), source["test_path"])
-        else:
-            order = list(range(len(train)))
-            random.Random(data["seed"]).shuffle(order)
-            n_test = max(1, round(len(train) * source["test_fraction"]))
-            test = [train[i] for i in sorted(order[:n_test])]
-            train = [train[i] for i in sorted(order[n_test:])]
+            test = read_records(source["test_path"], source["format"], "test", data["on_bad_row"], counts)
+        else:  # held-out prompts: every record of a prompt (a rated prompt's responses) on one side
+            prompts = list(dict.fromkeys(json.dumps(r["prompt"]) for r in train))
+            random.Random(data["seed"]).shuffle(prompts)
+            held_out = set(prompts[: max(1, round(len(prompts) * source["test_fraction"]))])
+            test = [r for r in train if json.dumps(r["prompt"]) in held_out]
+            train = [r for r in train if json.dumps(r["prompt"]) not in held_out]
     except DataError as err:  # a bad file, or a bad row under on_bad_row: error (its message says how to skip)
         raise SystemExit(f"data.source: {err}") from err
     return (train[: source["max_rows"]] if source.get("max_rows") else train), test
@@ -136,6 +134,32 @@ class Renderer:
                          **({"strength": pair["strength"]} if pair["strength"] is not None else {})})
         return rows
 
+    def ratings(self, records: list[dict[str, Any]], weights: dict[str, float]) -> list[dict[str, Any]]:
+        """HelpSteer2 rows (rendered prompt, response, the five attributes) with the scalar ``rating``."""
+        rows = []
+        for record in records:
+            prompt = render_prompt(self.tokenizer, record["prompt"])
+            response = _response(record["response"])
+            if self.length(prompt, response) > self.max_length:
+                self.counts["ratings_too_long"] += 1
+                continue
+            rows.append({"prompt": prompt, "response": response, **record["ratings"],
+                         "rating": rating_of(record, weights)})
+        return rows
+
+    def rankings(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Ranking rows: rendered prompt, the K responses, their order (best first) and scores."""
+        rows = []
+        for record in records:
+            prompt = render_prompt(self.tokenizer, record["prompt"])
+            responses = [_response(r) for r in record["responses"]]
+            if max(self.length(prompt, r) for r in responses) > self.max_length:
+                self.counts["rankings_too_long"] += 1
+                continue
+            rows.append({"prompt": prompt, "responses": responses, "order": record["order"],
+                         "scores": record["scores"]})
+        return rows
+
     def sft_documents(self, sft_path: str | None, train_rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         """SFT documents from ``sft_path`` (TRL prompt-completion rows) or the chosen responses; too long dropped."""
         if sft_path:
@@ -156,8 +180,12 @@ class Renderer:
 
 
 def write_outputs(out: Path, train_rows: list[dict], test_rows: list[dict], sft_train: list[dict],
-                  sft_valid: list[dict], tokenizer: Any) -> None:
+                  sft_valid: list[dict], tokenizer: Any, ratings: list[dict], rankings: list[dict],
+                  weights: dict[str, float]) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "ratings_train.jsonl", ratings)
+    write_jsonl(out / "rankings_train.jsonl", rankings)
+    write_json(out / "scales.json", scales(weights))
     write_jsonl(out / "pairs_train.jsonl", [preference_row(r, r.get("prompt_messages")) for r in train_rows])
     write_jsonl(out / "pairs_test.jsonl", [preference_row(r, r.get("prompt_messages")) for r in test_rows])
     write_jsonl(out / "sft_train.jsonl", sft_train)
@@ -177,7 +205,11 @@ def run(ctx: StageContext) -> StageResult:
     tokenizer = load_tokenizer(model["name_or_path"], model["trust_remote_code"])
     train, test = read_splits(source, data, counts)
     render = Renderer(tokenizer, model["max_length"], counts)
-    train_rows, test_rows = render.pairs(train, "train"), render.pairs(test, "test")
+    weights = source["attribute_weights"]
+    train_rows = render.pairs(implied_pairs(train, weights, counts), "train")
+    test_rows = render.pairs(implied_pairs(test, weights, counts), "test")
+    ratings = render.ratings([r for r in train if shape_of(r) == "ratings"], weights)
+    rankings = render.rankings(strict_rankings(train, counts))
     if not train_rows or not test_rows:
         raise SystemExit(f"data.source: {len(train_rows)} training and {len(test_rows)} held-out pairs are left: "
                          f"{why_no_pairs(counts, model['max_length'])}")
@@ -191,7 +223,7 @@ def run(ctx: StageContext) -> StageResult:
     kept = render.sft_documents(source.get("sft_path"), train_rows)
     n_valid = max(1, len(kept) // 20)
     sft_valid, sft_train = kept[:n_valid], kept[n_valid:] or kept
-    write_outputs(ctx.out, train_rows, test_rows, sft_train, sft_valid, tokenizer)
+    write_outputs(ctx.out, train_rows, test_rows, sft_train, sft_valid, tokenizer, ratings, rankings, weights)
     lengths = [render.length(r["prompt"], r["chosen"]) for r in train_rows]
     return StageResult({
         "rows_read": counts["rows_read"],
@@ -201,6 +233,12 @@ def run(ctx: StageContext) -> StageResult:
         "pairs_test": len(test_rows),
         "pairs_too_long": too_long,
         "pairs_too_long_fraction": too_long_fraction,
+        "ratings_train": len(ratings),
+        "ratings_too_long": counts["ratings_too_long"],
+        "rankings_train": len(rankings),
+        "rankings_tied_dropped": counts["rankings_tied_dropped"],
+        "rankings_other_k_dropped": counts["rankings_other_k_dropped"],
+        "rankings_too_long": counts["rankings_too_long"],
         "sft_train": len(sft_train),
         "sft_valid": len(sft_valid),
         "sft_too_long": counts["sft_too_long"],

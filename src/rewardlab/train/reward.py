@@ -93,7 +93,8 @@ def finish_member(ctx: StageContext, prepared: torch.nn.Module, history: list[di
 
 
 def rating_combination(labels_dir: Path) -> dict | None:
-    """The simulated annotators' rating combination that estimates R* (SentiGram only)."""
+    """The rating combination an mse_multiattr reward model scores with: the simulated annotators' estimate of
+    R* (SentiGram), or the real data's ``data.source.attribute_weights``."""
     if not (labels_dir / "scales.json").is_file():
         return None
     scales = json.loads((labels_dir / "scales.json").read_text())
@@ -105,7 +106,11 @@ def run(ctx: StageContext, loss: str, seed: int, labels: Path, pool: Path, sft: 
     rcfg, spec = ctx.config["reward"], losses.get(loss)
     tokenizer = AutoTokenizer.from_pretrained(sft)
     combination = rating_combination(labels)
-    data = LABEL_SETS[spec.label_shape](read_jsonl(labels / spec.label_file), tokenizer, combination)
+    rows = read_jsonl(labels / spec.label_file)
+    if not rows:  # real data whose files held none of this label shape (e.g. HelpSteer2's preference subset)
+        raise SystemExit(f"reward.losses: {loss} trains on {spec.label_shape}, and {labels / spec.label_file} has "
+                         "none; the data gives no such labels (see preprocess's metrics.json)")
+    data = LABEL_SETS[spec.label_shape](rows, tokenizer, combination)
     members = rcfg["ensemble"]["members"]
     histories, member_metrics = [], []
     for m in range(members):

@@ -17,5 +17,10 @@ Reader = Callable[[Mapping[str, Any], str], dict[str, Any]]  # (row, split) → 
 READERS: Registry[Reader] = Registry("dataset format", "rewardlab.data.readers")
 
 
-def register_reader(name: str) -> Callable[[Reader], Reader]:
-    return READERS.register(name)
+def register_reader(name: str, label_shapes: tuple[str, ...] = ("pairs",)) -> Callable[[Reader], Reader]:
+    """Register a reader under ``name``; ``label_shapes``: the label sets its records can give (pairs always:
+    ratings and rankings imply them), which decides the losses a config may train on the format."""
+    def add(reader: Reader) -> Reader:
+        reader.label_shapes = tuple(dict.fromkeys(("pairs", *label_shapes)))  # type: ignore[attr-defined]
+        return READERS.register(name)(reader)
+    return add

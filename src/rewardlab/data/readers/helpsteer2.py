@@ -11,7 +11,7 @@ from rewardlab.data.records import Tie, field, number, preference_pair, turn
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 
-@register_reader("helpsteer2")
+@register_reader("helpsteer2", label_shapes=("pairs", "ratings"))
 def helpsteer2(row: Mapping[str, Any], split: str) -> dict[str, Any]:
     """A preference-subset row (``response_1``, ``response_2``, ``preference_strength`` in −3 … 3, positive:
     response 2 preferred) becomes a pair; a main-data row (``response`` + five attributes) a rating."""
