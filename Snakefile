@@ -8,6 +8,9 @@ from rewardlab.dag import check_inputs
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"  # the report's first page: the headline tables and the frontier
+
+
 try:
     validate(config)  # fills defaults; a bad key or value stops here, before any job runs
     check_inputs(config)  # model folders, data files, and data/processed/<name>/ made with the same settings

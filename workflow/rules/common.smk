@@ -93,8 +93,8 @@ def label_file(wildcards):
 
 
 def label_scales(wildcards):
-    """The simulated annotators' rating scales (SentiGram only)."""
-    return [] if REAL else [f"{RESULTS}/labels/{wildcards.noise}/scales.json"]
+    """The rating scales: the simulated annotators', or the real data's attribute weights."""
+    return [f"{labels_dir(wildcards.noise)}/scales.json"]
 
 
 def rm_runs():
@@ -115,7 +115,7 @@ def policy_runs():
 
 
 def summary_outputs():
-    return [f"{RESULTS}/eval/summary.md", f"{RESULTS}/eval/summary.csv"]
+    return [f"{RESULTS}/eval/summary.md", f"{RESULTS}/eval/summary.csv", f"{RESULTS}/eval/landing.html"]
 
 
 def folder_of(files):

@@ -4,7 +4,8 @@ rule preprocess:
         [v for k, v in (config["data"].get("source") or {}).items() if k.endswith("path")],
     output:
         files=expand(f"{DATA}/{{name}}.jsonl", name=["sft_train", "sft_valid", "prompts_train", "prompts_test"]
-                     + (["pairs_train", "pairs_test", "pool/train"] if REAL else [])),
+                     + (["pairs_train", "pairs_test", "ratings_train", "rankings_train", "pool/train"] if REAL else [])),
+        scales=[f"{DATA}/scales.json"] if REAL else [],
         tokenizer=f"{DATA}/tokenizer/tokenizer.json",
         metrics=f"{DATA}/metrics.json",
     params:

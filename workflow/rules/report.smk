@@ -13,6 +13,8 @@ rule summary:
         metrics=f"{RESULTS}/eval/metrics.json",
         rm=f"{RESULTS}/eval/summary_rm.csv",
         aggregate=f"{RESULTS}/eval/summary_aggregate.csv",
+        decoding_table=f"{RESULTS}/eval/summary_decoding.csv",
+        landing=f"{RESULTS}/eval/landing.html",  # included by workflow/report/workflow.rst
         html=report(f"{RESULTS}/eval/summary.html", caption="../report/summary.rst", category="Summary"),
         calibration=report(f"{RESULTS}/eval/plots/rm_calibration.png", caption="../report/calibration.rst",
                            category="Reward models"),

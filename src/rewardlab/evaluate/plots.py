@@ -77,8 +77,8 @@ def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     if grouped:
-        fig.legend(fontsize=7, loc="center right")
-    save(fig, path, rect=(0, 0, 0.8, 1))
+        axes[0].legend(fontsize=8, loc="best", ncol=1 + len(grouped) // 12, framealpha=0.85)
+    save(fig, path)
 
 
 def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
@@ -99,8 +99,9 @@ def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("√KL_bon = √(log n − (n−1)/n)")
         ax.grid(alpha=0.3)
-    fig.legend(fontsize=6, loc="center right", ncol=1 + len(grouped) // 30)
-    save(fig, path, rect=(0, 0, 0.82, 1))
+    if grouped:
+        axes[0].legend(fontsize=7, loc="upper left", ncol=1 + len(grouped) // 10, framealpha=0.85)
+    save(fig, path)
 
 
 def loss_comparison(aggregate: pd.DataFrame, metrics: list[str], path: Path) -> None:
@@ -118,17 +119,21 @@ def loss_comparison(aggregate: pd.DataFrame, metrics: list[str], path: Path) -> 
     save(fig, path)
 
 
-def frontier(points: pd.DataFrame, path: Path) -> None:
+def frontier(points: pd.DataFrame, path: Path, bon: dict[str, pd.DataFrame] | None = None) -> None:
     """Gold reward against KL to SFT on held-out prompts, one marker per run (the reward–KL frontier,
-    DPO paper Fig. 2): online RL, offline DPO-style baselines and best-of-n.
+    DPO paper Fig. 2): online RL, offline DPO-style baselines and best-of-n, with best-of-n's whole curve
+    (n = 1 … N, KL from the pool, mean over seeds per reward model) as the inference-time reference.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for name, table in sorted(_mean_over_seeds(bon or {}, ["kl", "gold"]).items()):
+        ax.plot(table["kl"], table["gold"], "-", color="grey", alpha=0.6, lw=1.2, label=f"best-of-n curve ({name})")
     markers = {"offline": "s", "bon": "*", "sft": "D"}
     for group, rows in points.groupby("family"):
         ax.scatter(rows["kl"], rows["reward_gold"], marker=markers.get(group, "o"), s=40, label=group, alpha=0.8)
     for _, row in points.iterrows():
         ax.annotate(row["label"], (row["kl"], row["reward_gold"]), fontsize=6, alpha=0.7)
     label_axes(ax, "KL(π ‖ π_SFT) on held-out prompts (nats)", "gold reward", "Reward–KL frontier")
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.85)
     save(fig, path)
 
 

@@ -90,21 +90,21 @@ def load_decodings(folders: list[str]) -> pd.DataFrame:
                                                                                      "decoding"])
 
 
-def decoding_summary(decodings: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def decoding_summary(decodings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per policy and decoding: mean and 95 % interval over seeds, and a paired t test against the same policy
     sampled (the main protocol's decoding, ``sample``). Returns (aggregate with ``policy`` and ``decoding``
-    columns, Markdown table)."""
+    columns, the table's cells)."""
     if decodings.empty:
-        return pd.DataFrame(columns=["group", "policy", "decoding"]), "(none)\n"
+        return pd.DataFrame(columns=["group", "policy", "decoding"]), pd.DataFrame(columns=["group"])
     aggregated = stats.seed_intervals(decodings, DECODING_HEADLINE)
     names = decodings.drop_duplicates("group").set_index("group")
     aggregated["policy"] = aggregated["group"].map(names["policy"])
     aggregated["decoding"] = aggregated["group"].map(names["decoding"])
-    samplers = sorted(d for d in decodings["decoding"].unique() if d.startswith("sample"))
+    samplers = sorted(d for d in decodings["decoding"].unique() if d.startswith("sample"))  # the main protocol
     baseline = (lambda group: group.rsplit(" · ", 1)[0] + " · " + samplers[0]) if len(samplers) == 1 else (
         lambda group: None)
     tests = stats.paired_pvalues(decodings, DECODING_HEADLINE, baseline)
-    return aggregated, interval_table(aggregated, tests, DECODING_HEADLINE)
+    return aggregated, interval_cells(aggregated, tests, DECODING_HEADLINE)
 
 
 def _cell(value) -> str:
@@ -185,18 +185,32 @@ def frontier_points(policy: pd.DataFrame) -> pd.DataFrame:
     return points
 
 
-def interval_table(aggregated: pd.DataFrame, tests: pd.DataFrame, metrics: list[str]) -> str:
-    """Markdown: ``mean ± 95 % CI`` per group and metric, ``*`` where it differs from the baseline (p < 0.05)."""
+def interval_cells(aggregated: pd.DataFrame, tests: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """``mean ± 95 % CI`` per group and metric as text, ``*`` where it differs from the baseline (p < 0.05),
+    ``—`` where a value is missing: the cells of the Markdown and HTML tables."""
     present = [m for m in metrics if m in aggregated]
     if aggregated.empty or not present:
-        return "(none)\n"
+        return pd.DataFrame(columns=["group", "seeds", "baseline"])
     merged = aggregated.merge(tests, on="group", how="left") if not tests.empty else aggregated
     cells = merged[["group", "seeds"]].copy()
     cells["baseline"] = merged.get("baseline", pd.Series(dtype=object)).fillna("—")
     for m in present:
         p = merged[f"{m}_p"] if f"{m}_p" in merged else [None] * len(merged)
         cells[m] = [stats.cell(v, h, q) for v, h, q in zip(merged[m], merged[f"{m}_ci95"], p)]
-    return markdown_table(cells, ["group", "seeds", "baseline"] + present)
+    return cells
+
+
+def interval_table(aggregated: pd.DataFrame, tests: pd.DataFrame, metrics: list[str]) -> str:
+    """Markdown of ``interval_cells``."""
+    cells = interval_cells(aggregated, tests, metrics)
+    return markdown_table(cells, list(cells.columns)) if len(cells) else "(none)\n"
+
+
+def html_table(cells: pd.DataFrame) -> str:
+    """An HTML table of text cells (missing: —), narrow enough for a page: numbers in 3 decimals."""
+    if cells.empty:
+        return "<p>(none)</p>"
+    return cells.to_html(index=False, na_rep="—", float_format="%.3f", classes="rewardlab-table", border=0)
 
 
 def audit_table(paths: list[str]) -> str:
@@ -239,10 +253,36 @@ POLICY_HEADLINE = ["reward_gold", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_g
                    "win_rate_vs_sft", "length", "entropy", "distinct_2", "self_bleu"]
 
 
+LANDING_POLICY = ["reward_gold", "gold_at_kl2", "kl", "win_rate_vs_sft"]
+LANDING_RM = ["accuracy_gold", "ece_scaled", "bench_score"]
+
+
+def landing_page(out: Path, rm_cells: pd.DataFrame, policy_cells: pd.DataFrame) -> None:
+    """landing.html: what the report opens on (workflow/report/workflow.rst includes it) — the headline columns
+    of the policy and reward-model tables, narrow enough for the report's first page, and the frontier (or, in a
+    reward-model study, the loss comparison) as an embedded image. Written after the plots."""
+    import base64
+
+    def compact(cells: pd.DataFrame, columns: list[str]) -> str:
+        keep = ["group", "seeds"] + [c for c in columns if c in cells]
+        return html_table(cells[keep]) if len(cells) else ""
+
+    plot = out / "plots" / ("frontier.png" if len(policy_cells) else "loss_comparison.png")
+    image = base64.b64encode(plot.read_bytes()).decode() if plot.exists() else ""
+    atomic_write_text(out / "landing.html", (
+        "<p>Mean ± 95 % interval over seeds, * differs from the baseline (paired t test), — missing; every column "
+        "in <b>Summary</b> and the figures under <b>Policies</b> and <b>Reward models</b>.</p>"
+        + (f"<h4>Policies (gold reward on held-out prompts)</h4>{compact(policy_cells, LANDING_POLICY)}"
+           if len(policy_cells) else "")
+        + f"<h4>Reward models</h4>{compact(rm_cells, LANDING_RM)}"
+        + (f'<img style="max-width:100%" alt="{plot.stem}" src="data:image/png;base64,{image}"/>' if image else "")))
+
+
 def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_loss: str | None,
-                 baseline_policy: str, audits: str = "", decodings: pd.DataFrame | None = None) -> pd.DataFrame:
+                 baseline_policy: str, audits: str = "", decodings: pd.DataFrame | None = None,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """summary.{csv,md,html}, summary_rm.csv, summary_aggregate.csv, summary_decoding.csv and metrics.json;
-    returns the RM intervals."""
+    returns the RM intervals and the RM and policy tables' cells."""
     rm_cols = ["run"] + [c for c in RM_COLUMNS if c in rm]
     policy_cols = ["run"] + [c for c in POLICY_COLUMNS if c in policy]
     atomic_write_text(out / "summary_rm.csv", rm[rm_cols].to_csv(index=False, float_format="%.6g"))
@@ -263,7 +303,8 @@ def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_los
                             policy_agg.merge(policy_tests, on="group", how="left").assign(kind="policy")])
     atomic_write_text(out / "summary_aggregate.csv", aggregated.to_csv(index=False, float_format="%.6g"))
     decodings = load_decodings([]) if decodings is None else decodings
-    decoding_agg, decoding_md = decoding_summary(decodings)
+    decoding_agg, decoding_cells = decoding_summary(decodings)
+    decoding_md = markdown_table(decoding_cells, list(decoding_cells.columns)) if len(decoding_cells) else "(none)\n"
     atomic_write_text(out / "summary_decoding.csv", decoding_agg.to_csv(index=False, float_format="%.6g"))
     # Every run's metrics in one JSON, nested by kind and run, for `dvc metrics show/diff`.
     write_json(out / "metrics.json", {
@@ -282,14 +323,17 @@ def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_los
         + "\n## Reward models (held-out pairs, ToyRewardBench, best-of-n)\n\n" + markdown_table(rm, rm_cols)
         + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
         + markdown_table(policy, policy_cols) + audits))
+    rm_cells, policy_cells = (interval_cells(rm_agg, rm_tests, RM_HEADLINE),
+                              interval_cells(policy_agg, policy_tests, POLICY_HEADLINE))
     atomic_write_text(out / "summary.html", (
-        "<h3>Reward models (held-out pairs)</h3>" + rm[rm_cols].to_html(index=False, float_format="%.3f")
-        + "<h3>Policies (held-out prompts)</h3>" + policy[policy_cols].to_html(index=False, float_format="%.3f")
-        + "<h3>Decoding: each policy under each decoding (mean and 95 % interval half-width over seeds)</h3>"
-        + decoding_agg.to_html(index=False, float_format="%.3f", na_rep="—")
-        + "<h3>Mean and 95 % interval half-width over seeds; p: paired t test against the baseline</h3>"
-        + aggregated.to_html(index=False, float_format="%.3f", na_rep="")))
-    return rm_agg
+        "<p>Mean ± 95 % interval over seeds; * differs from the baseline (paired t test, p &lt; 0.05); — missing. "
+        "Every run's numbers: summary.csv, summary_rm.csv, summary_aggregate.csv, summary_decoding.csv.</p>"
+        + ("<h3>Policies on held-out prompts (gold is the programmatic reward)</h3>" + html_table(policy_cells)
+           if len(policy_cells) else "")
+        + "<h3>Reward models on held-out pairs, ToyRewardBench and best-of-n</h3>" + html_table(rm_cells)
+        + "<h3>Decoding: each policy under each decoding (baseline: the same policy sampled)</h3>"
+        + html_table(decoding_cells)))
+    return rm_agg, rm_cells, policy_cells
 
 
 def main() -> None:
@@ -316,7 +360,8 @@ def main() -> None:
         policy = pd.concat([policy, bon_rows(bon_tables)], ignore_index=True)
     audits = audit_table(args.audits) if args.audits else ""
     decodings = load_decodings(args.policy_evals)
-    rm_agg = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy, audits, decodings)
+    rm_agg, rm_cells, policy_cells = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy,
+                                                  audits, decodings)
     decoding_tradeoff(decoding_summary(decodings)[0], out / "plots" / "decoding.png")
 
     calibration = {Path(f).name: pd.read_csv(Path(f) / "calibration.csv") for f in args.rm_evals}
@@ -327,7 +372,8 @@ def main() -> None:
     sample_efficiency(histories, out / "plots" / "sample_efficiency.png")
     frontier(frontier_points(policy) if not policy.empty else pd.DataFrame(columns=["run", "reward_gold", "kl",
                                                                                   "family", "label"]),
-             out / "plots" / "frontier.png")
+             out / "plots" / "frontier.png", bon_tables)
+    landing_page(out, rm_cells, policy_cells)
 
 
 if __name__ == "__main__":
