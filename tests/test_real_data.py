@@ -251,7 +251,8 @@ def test_real_data_dag_end_to_end(family, fmt, fixture, lora, algorithms, tiny_m
         "reward": {"losses": ["bt"], "epochs": 1, "batch_size": 4, "normalise_samples": 16},
         "task": {"max_new_tokens": 8},
         "policy": {"algorithms": algorithms, "steps": 2, "prompts_per_step": 2, "minibatches": 1, "group_size": 2},
-        "evaluate": {"samples_per_prompt": 1},
+        # every decoding runs on every family in test_format_flows_…; here the DAG's decoding table
+        "evaluate": {"samples_per_prompt": 1, "decoding": ["sample", "greedy"]},
     }
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(experiment))
     proc = subprocess.run([*SNAKEMAKE, "--cores", "2", "--configfile", "real.yaml"], cwd=tmp_path,
