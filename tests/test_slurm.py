@@ -42,9 +42,10 @@ def test_quick_experiment_through_slurm(slurm, tmp_path):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     (tmp_path / "profiles").symlink_to("workflow/profiles")
-    # The quick experiment's DAG at a tenth of its size and without RL: this checks scheduling and resources, not
-    # results. Each level of the DAG costs the SLURM plugin's status-check back-off (+10 s per check while no job
-    # has finished), so the policy levels, whose rules take their resources the same way, are left out.
+    # The quick experiment's DAG at a tenth of its size, up to the reward model's evaluation: this checks
+    # scheduling and resources, not results. Each level of the DAG costs the SLURM plugin's status-check back-off
+    # (+10 s per check while no job has finished), so the policy levels and the summary, whose rules take their
+    # resources the same way, are left out.
     gpu = {"name": "slurm", "resources": {stage: {"gpu": 1} for stage in GPU_STAGES},
            "data": {"name": "sentigram-slurm", "num_sft_train": 600, "num_sft_valid": 50, "num_prompts_train": 128,
                     "num_prompts_test": 32},
@@ -56,11 +57,11 @@ def test_quick_experiment_through_slurm(slurm, tmp_path):
     command = [SNAKEMAKE, "--profile", "workflow/profiles/slurm", "--configfile", "config/experiments/quick.yaml",
                "gpu.yaml", "--default-resources", "slurm_partition=debug", "slurm_account=none",
                "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
-               "--latency-wait", "5"]
+               "--latency-wait", "5", "--", "results/slurm/eval/rm/bt-eps0.0-s0/metrics.json"]
     proc = subprocess.run(command, cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     results = tmp_path / "results/slurm"
-    assert (results / "eval/summary.csv").is_file() and (results / "eval/metrics.json").is_file()
+    assert (results / "eval/rm/bt-eps0.0-s0/metrics.json").is_file()
 
     def run_info(folder: str) -> dict:
         return json.loads((results / folder / "run.json").read_text())
