@@ -24,12 +24,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from rewardlab.rl.rollout import Rollout, generate
+if TYPE_CHECKING:  # rollouts (and transformers) are imported where a decoding runs: the config's validation
+    from rewardlab.rl.rollout import Rollout  # parses decodings at every Snakefile parse and needs neither
 
 MODES = ("sample", "greedy", "top_k", "top_p", "beam", "rerank")
 PARAMETER = {"top_k": "k", "top_p": "p", "beam": "width", "rerank": "n"}  # the one a mode's label shows
@@ -110,8 +111,9 @@ def truncate_logits(logits: torch.Tensor, decoding: Decoding) -> torch.Tensor:
 
 def decoder_logprobs(logits: torch.Tensor, response_ids: torch.Tensor, decoding: Decoding) -> torch.Tensor:
     """log q(y_t|s_t) of the response tokens under a sampling decoder's per-step distribution: (B, R)."""
-    logq = F.log_softmax(truncate_logits(logits, decoding), dim=-1)
-    return logq.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+    from rewardlab.rl.rollout import token_logprobs
+
+    return token_logprobs(F.log_softmax(truncate_logits(logits, decoding), dim=-1), response_ids)
 
 
 def best_of(scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -125,6 +127,8 @@ def decode(policy, prompts: Sequence[Sequence[int]], decoding: Decoding, *, max_
            score: Callable[[Rollout], torch.Tensor] | None = None) -> Rollout:
     """One response per prompt row under ``decoding``. ``rerank`` needs ``score`` (the reward model's score of
     each row of a rollout); it draws ``n`` samples per row and keeps the best."""
+    from rewardlab.rl.rollout import generate
+
     options = {"max_new_tokens": max_new_tokens, "eos_id": eos_id, "pad_id": pad_id, "device": device}
     if decoding.mode != "rerank":
         return generate(policy, prompts, **options, **decoding.generation_kwargs())
