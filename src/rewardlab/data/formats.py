@@ -16,15 +16,27 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from rewardlab.data.records import number
+from rewardlab.data.records import number, turn
 from rewardlab.models.tokenizer import join_text
 
 PAIR_EXTRAS = ("p_star", "p_label", "strength", "margin")
 Messages = list[dict[str, str]]
 
 
-def _assistant(response: str) -> Messages:
-    return [{"role": "assistant", "content": response}]
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompt(tokenizer, messages: list[dict[str, str]], text: bool = False) -> str:
+    """A prompt's text: the chat template with the generation prompt; without a template, an HH-style
+    transcript ending in "Assistant:" (one turn or several, the same way), or the text itself for a
+    completion-style prompt (``text``: TL;DR, TRL's standard format)."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if text and len(messages) == 1:
+        return messages[0]["content"]
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages) + "\n\nAssistant:"
 
 
 def continuation(prompt: str, response: str) -> str:
@@ -39,7 +51,8 @@ def preference_row(pair: Mapping[str, Any], prompt_messages: Messages | None = N
     prompt = pair["prompt"]
     row: dict[str, Any] = {"prompt_id": hashlib.sha256(prompt.encode()).hexdigest()}
     if prompt_messages:
-        row.update(prompt=prompt_messages, chosen=_assistant(pair["chosen"]), rejected=_assistant(pair["rejected"]))
+        row.update(prompt=prompt_messages, chosen=turn("assistant", pair["chosen"]),
+                   rejected=turn("assistant", pair["rejected"]))
     else:
         row.update(prompt=prompt, chosen=continuation(prompt, pair["chosen"]),
                    rejected=continuation(prompt, pair["rejected"]))
@@ -91,8 +104,6 @@ def read_pairs(rows: Iterable[Mapping[str, Any]], source: str = "pairs",
 
 
 def chat_renderer(tokenizer: Any) -> Callable[[Messages], str] | None:
-    """The prompt text a chat model sees for a list of messages (its chat template with the generation prompt);
-    None for a tokenizer without a template (its label files hold prompt texts)."""
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-    return lambda messages: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    """The prompt text a chat model sees for a list of messages (``render_prompt``: its chat template with the
+    generation prompt); None for a tokenizer without a template (its label files hold prompt texts)."""
+    return (lambda messages: render_prompt(tokenizer, messages)) if has_chat_template(tokenizer) else None

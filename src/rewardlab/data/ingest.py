@@ -34,7 +34,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from rewardlab.data.adapters import missing_source_file, read_records
-from rewardlab.data.formats import preference_row
+from rewardlab.data.formats import has_chat_template, preference_row, render_prompt
 from rewardlab.data.real_labels import implied_pairs, rating_of, scales, shape_of, strict_rankings
 from rewardlab.data.records import DataError
 from rewardlab.models.folder import check_model_folder
@@ -54,18 +54,6 @@ def load_tokenizer(model_path: str, trust_remote_code: bool):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def render_prompt(tokenizer, messages: list[dict[str, str]], text: bool = False) -> str:
-    """A prompt's text: the chat template with the generation prompt; without a template, an HH-style
-    transcript ending in "Assistant:" (one turn or several, the same way), or the text itself for a
-    completion-style prompt (``text``: TL;DR, TRL's standard format)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if text and len(messages) == 1:
-        return messages[0]["content"]
-    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
-    return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages) + "\n\nAssistant:"
 
 
 def _response(messages: list[dict[str, str]]) -> str:
@@ -127,7 +115,7 @@ class Renderer:
                 self.counts[f"pairs_too_long_{split}"] += 1
                 continue
             # A chat model's label files keep the prompt's messages unrendered (TRL's conversational format).
-            messages = pair["prompt"] if getattr(self.tokenizer, "chat_template", None) else None
+            messages = pair["prompt"] if has_chat_template(self.tokenizer) else None
             rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "prompt_messages": messages,
                          "score_chosen": pair["score_chosen"], "score_rejected": pair["score_rejected"],
                          **({"margin": pair["margin"]} if pair["margin"] is not None else {}),
@@ -244,7 +232,7 @@ def run(ctx: StageContext) -> StageResult:
         "sft_too_long": counts["sft_too_long"],
         "mean_tokens_chosen": sum(lengths) / len(lengths),
         "max_tokens_chosen": max(lengths),
-        "chat_template": float(bool(getattr(tokenizer, "chat_template", None))),
+        "chat_template": float(has_chat_template(tokenizer)),
     }, extra={"source": source, "model": model["name_or_path"]})
 
 

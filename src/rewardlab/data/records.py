@@ -82,6 +82,16 @@ def optional_number(value: Any, name: str) -> float | None:
     return None if value is None else number(value, name)
 
 
+def pair_scores(row: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """A row's ``score_chosen``/``score_rejected`` as numbers; equal scores are a Tie (every format that carries
+    scores drops such a pair the same way). Either is None when the row lacks it."""
+    sc = optional_number(row.get("score_chosen"), "score_chosen")
+    sr = optional_number(row.get("score_rejected"), "score_rejected")
+    if sc is not None and sc == sr:
+        raise Tie("equal scores")
+    return sc, sr
+
+
 def preference_pair(prompt, chosen, rejected, *, margin=None, strength=None, score_chosen=None, score_rejected=None,
                     source: str, split: str, text_prompt: bool = False) -> dict[str, Any]:
     """A canonical pair, checked: non-empty responses, finite margin and scores; identical responses are a Tie.

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewardlab.data.readers import register_reader
-from rewardlab.data.records import Tie, field, messages, number, preference_pair, turn
+from rewardlab.data.records import field, messages, pair_scores, preference_pair, turn
 
 
 def shared_text_prefix(chosen: str, rejected: str) -> str:
@@ -18,25 +18,15 @@ def shared_text_prefix(chosen: str, rejected: str) -> str:
     return chosen[: min(len(chosen), len(rejected))]
 
 
-def scores(row: Mapping[str, Any]) -> tuple[float | None, float | None, float | None]:
-    """``score_chosen``/``score_rejected`` when a row has them (equal scores are a Tie, as in every format that
-    carries scores), and the margin: TRL's ``margin`` column, else the score difference."""
-    sc, sr, margin = row.get("score_chosen"), row.get("score_rejected"), row.get("margin")
-    if sc is not None and sr is not None:
-        sc, sr = number(sc, "score_chosen"), number(sr, "score_rejected")
-        if sc == sr:
-            raise Tie("equal scores")
-        if margin is None:
-            margin = sc - sr
-    return sc, sr, margin
-
-
 @register_reader("trl")
 def trl(row: Mapping[str, Any], split: str) -> dict[str, Any]:
     """TRL preference rows in all four layouts: standard (strings) or conversational (messages), with an
     explicit ``prompt`` or an implicit one (the shared start of the two completions, as TRL extracts it)."""
     chosen, rejected, prompt = field(row, "chosen"), field(row, "rejected"), row.get("prompt")
-    sc, sr, margin = scores(row)  # preference_pair checks they are finite numbers
+    sc, sr = pair_scores(row)
+    margin = row.get("margin")  # TRL's margin column, else the score difference; preference_pair checks it
+    if margin is None and sc is not None and sr is not None:
+        margin = sc - sr
     common = {"margin": margin, "score_chosen": sc, "score_rejected": sr, "source": "trl", "split": split}
     if isinstance(chosen, str) and isinstance(rejected, str):
         if prompt is None:  # implicit prompt

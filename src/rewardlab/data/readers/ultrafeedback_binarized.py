@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rewardlab.data.readers import register_reader
-from rewardlab.data.records import Tie, field, messages, number, preference_pair, turn
+from rewardlab.data.records import field, messages, pair_scores, preference_pair, turn
 
 
 @register_reader("ultrafeedback_binarized")
@@ -16,12 +16,7 @@ def ultrafeedback_binarized(row: Mapping[str, Any], split: str) -> dict[str, Any
     if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
         raise ValueError("chosen and rejected must end with an assistant turn")
     prompt = chosen[:-1] or turn("user", field(row, "prompt"))
-    sc, sr = row.get("score_chosen"), row.get("score_rejected")
-    margin = None
-    if sc is not None and sr is not None:
-        sc, sr = number(sc, "score_chosen"), number(sr, "score_rejected")
-        if sc == sr:
-            raise Tie("equal scores")
-        margin = sc - sr
+    sc, sr = pair_scores(row)
+    margin = sc - sr if sc is not None and sr is not None else None
     return preference_pair(prompt, chosen[-1:], rejected[-1:], margin=margin, score_chosen=sc, score_rejected=sr,
                            source="ultrafeedback_binarized", split=split)
