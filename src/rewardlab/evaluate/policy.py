@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 from rewardlab.evaluate import metrics as M
@@ -36,7 +35,13 @@ from rewardlab.models.build import load_policy
 from rewardlab.models.reward import RewardScorer
 from rewardlab.rl.advantages import masked_mean
 from rewardlab.rl.kl import kl_estimate
-from rewardlab.rl.rollout import response_logits, rows_to_lists, sample
+from rewardlab.rl.rollout import (
+    logprobs_and_entropy,
+    logprobs_and_entropy_from_logits,
+    response_logits,
+    rows_to_lists,
+    sample,
+)
 from rewardlab.runinfo import atomic_write_text, read_jsonl, write_jsonl
 from rewardlab.runner import Argument, Stage, StageContext, StageResult
 
@@ -67,12 +72,10 @@ class Judge:
             rollout = decode(self.policy, chunk, decoding, max_new_tokens=self.max_new_tokens, eos_id=eos,
                              pad_id=self.tokenizer.pad_token_id, device=self.device, score=self._proxy)
             mask, ids = rollout.response_mask.float(), rollout.response_ids
-            logp_all = F.log_softmax(logits := response_logits(self.policy, rollout, self.temperature), -1)
-            ref_all = F.log_softmax(response_logits(self.reference, rollout, self.temperature), -1)
-            logp, ref_logp = (x.gather(-1, ids.unsqueeze(-1)).squeeze(-1) for x in (logp_all, ref_all))
-            if self.temperature != 1.0:
-                ref_all = F.log_softmax(response_logits(self.reference, rollout, 1.0), -1)
-            sft_logp = ref_all.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+            logits = response_logits(self.policy, rollout, self.temperature)
+            logp, entropy = logprobs_and_entropy_from_logits(logits, ids)
+            ref_logp, _ = logprobs_and_entropy(self.reference, rollout, self.temperature)
+            sft_logp = ref_logp if self.temperature == 1.0 else logprobs_and_entropy(self.reference, rollout, 1.0)[0]
             if decoding.deterministic:  # q = δ_y: KL(δ_y‖π_ref) = −log π_ref(y)
                 kl = -(ref_logp * mask).sum(-1)
             elif decoding.mode == "rerank":  # best-of-n of the policy's own samples: no closed form
@@ -87,7 +90,7 @@ class Judge:
             out["proxy"] += self._proxy(rollout).tolist()
             out["kl"] += kl.tolist()
             out["kl_k3"] += (kl_estimate(logp, ref_logp, "k3") * mask).sum(-1).tolist()
-            out["entropy"] += masked_mean(-(logp_all.exp() * logp_all).sum(-1), mask, dim=-1).tolist()
+            out["entropy"] += masked_mean(entropy, mask, dim=-1).tolist()
             out["sft_logp"] += [v for row, m in zip(sft_logp.tolist(), mask.tolist())
                                 for v, keep in zip(row, m) if keep]
             out["length"] += (rollout.lengths - rollout.has_eos.long()).tolist()

@@ -116,14 +116,22 @@ def response_logits(model: PreTrainedModel, rollout: Rollout, temperature: float
     return logits / temperature
 
 
+def token_logprobs(logp_all: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """(B, R, V) log-probabilities → (B, R): the log-probability of each token that was taken."""
+    return logp_all.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def logprobs_and_entropy_from_logits(logits: torch.Tensor,
+                                     token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(y_t | s_t) of the taken tokens and the entropy of π(· | s_t), from (B, R, V) logits."""
+    logp_all = F.log_softmax(logits, dim=-1)
+    return token_logprobs(logp_all, token_ids), -(logp_all.exp() * logp_all).sum(-1)
+
+
 def logprobs_and_entropy(model: PreTrainedModel, rollout: Rollout,
                          temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """log π(y_t | s_t) at the sampling temperature (pitfall §6.2) and the policy's entropy at each t."""
-    logits = response_logits(model, rollout, temperature)
-    logp_all = F.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    return logprobs_and_entropy_from_logits(response_logits(model, rollout, temperature), rollout.response_ids)
 
 
 def rows_to_lists(rollout: Rollout) -> list[list[int]]:
