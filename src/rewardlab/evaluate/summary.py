@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -200,9 +201,8 @@ def interval_cells(aggregated: pd.DataFrame, tests: pd.DataFrame, metrics: list[
     return cells
 
 
-def interval_table(aggregated: pd.DataFrame, tests: pd.DataFrame, metrics: list[str]) -> str:
-    """Markdown of ``interval_cells``."""
-    cells = interval_cells(aggregated, tests, metrics)
+def cells_markdown(cells: pd.DataFrame) -> str:
+    """A Markdown table of text cells (``interval_cells``)."""
     return markdown_table(cells, list(cells.columns)) if len(cells) else "(none)\n"
 
 
@@ -278,11 +278,18 @@ def landing_page(out: Path, rm_cells: pd.DataFrame, policy_cells: pd.DataFrame) 
         + (f'<img style="max-width:100%" alt="{plot.stem}" src="data:image/png;base64,{image}"/>' if image else "")))
 
 
+class Tables(NamedTuple):
+    """What the figures and the landing page take from the tables."""
+
+    rm_agg: pd.DataFrame  # reward-model intervals over seeds
+    rm_cells: pd.DataFrame  # the headline tables' text cells
+    policy_cells: pd.DataFrame
+    decoding_agg: pd.DataFrame  # per policy and decoding, with ``policy`` and ``decoding`` columns
+
+
 def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_loss: str | None,
-                 baseline_policy: str, audits: str = "", decodings: pd.DataFrame | None = None,
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """summary.{csv,md,html}, summary_rm.csv, summary_aggregate.csv, summary_decoding.csv and metrics.json;
-    returns the RM intervals and the RM and policy tables' cells."""
+                 baseline_policy: str, audits: str = "", decodings: pd.DataFrame | None = None) -> Tables:
+    """summary.{csv,md,html}, summary_rm.csv, summary_aggregate.csv, summary_decoding.csv and metrics.json."""
     rm_cols = ["run"] + [c for c in RM_COLUMNS if c in rm]
     policy_cols = ["run"] + [c for c in POLICY_COLUMNS if c in policy]
     atomic_write_text(out / "summary_rm.csv", rm[rm_cols].to_csv(index=False, float_format="%.6g"))
@@ -304,7 +311,8 @@ def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_los
     atomic_write_text(out / "summary_aggregate.csv", aggregated.to_csv(index=False, float_format="%.6g"))
     decodings = load_decodings([]) if decodings is None else decodings
     decoding_agg, decoding_cells = decoding_summary(decodings)
-    decoding_md = markdown_table(decoding_cells, list(decoding_cells.columns)) if len(decoding_cells) else "(none)\n"
+    rm_cells, policy_cells = (interval_cells(rm_agg, rm_tests, RM_HEADLINE),
+                              interval_cells(policy_agg, policy_tests, POLICY_HEADLINE))
     atomic_write_text(out / "summary_decoding.csv", decoding_agg.to_csv(index=False, float_format="%.6g"))
     # Every run's metrics in one JSON, nested by kind and run, for `dvc metrics show/diff`.
     write_json(out / "metrics.json", {
@@ -315,16 +323,14 @@ def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_los
     })
     heading = "mean ± 95 % CI over seeds; * differs from the baseline (paired t test, p < 0.05)"
     atomic_write_text(out / "summary.md", (
-        f"# Summary\n\n## Reward models, {heading}\n\n" + interval_table(rm_agg, rm_tests, RM_HEADLINE)
-        + f"\n## Policies, {heading}\n\n" + interval_table(policy_agg, policy_tests, POLICY_HEADLINE)
+        f"# Summary\n\n## Reward models, {heading}\n\n" + cells_markdown(rm_cells)
+        + f"\n## Policies, {heading}\n\n" + cells_markdown(policy_cells)
         + "\n## Decoding: each policy under each decoding of evaluate.decoding (mean ± 95 % CI over seeds; * differs "
         "from the same policy sampled, paired t test, p < 0.05; KL of a deterministic decoder is −log π_ref(y), of "
-        "best-of-n missing)\n\n" + decoding_md
+        "best-of-n missing)\n\n" + cells_markdown(decoding_cells)
         + "\n## Reward models (held-out pairs, ToyRewardBench, best-of-n)\n\n" + markdown_table(rm, rm_cols)
         + "\n## Policies (held-out prompts; gold is the programmatic reward)\n\n"
         + markdown_table(policy, policy_cols) + audits))
-    rm_cells, policy_cells = (interval_cells(rm_agg, rm_tests, RM_HEADLINE),
-                              interval_cells(policy_agg, policy_tests, POLICY_HEADLINE))
     atomic_write_text(out / "summary.html", (
         "<p>Mean ± 95 % interval over seeds; * differs from the baseline (paired t test, p &lt; 0.05); — missing. "
         "Every run's numbers: summary.csv, summary_rm.csv, summary_aggregate.csv, summary_decoding.csv.</p>"
@@ -333,7 +339,7 @@ def write_tables(out: Path, rm: pd.DataFrame, policy: pd.DataFrame, baseline_los
         + "<h3>Reward models on held-out pairs, ToyRewardBench and best-of-n</h3>" + html_table(rm_cells)
         + "<h3>Decoding: each policy under each decoding (baseline: the same policy sampled)</h3>"
         + html_table(decoding_cells)))
-    return rm_agg, rm_cells, policy_cells
+    return Tables(rm_agg, rm_cells, policy_cells, decoding_agg)
 
 
 def main() -> None:
@@ -359,21 +365,20 @@ def main() -> None:
         policy = policy.merge(rl_fits(histories), on="run", how="left")
         policy = pd.concat([policy, bon_rows(bon_tables)], ignore_index=True)
     audits = audit_table(args.audits) if args.audits else ""
-    decodings = load_decodings(args.policy_evals)
-    rm_agg, rm_cells, policy_cells = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy,
-                                                  audits, decodings)
-    decoding_tradeoff(decoding_summary(decodings)[0], out / "plots" / "decoding.png")
+    tables = write_tables(out, rm, policy, args.baseline_loss, args.baseline_policy, audits,
+                          load_decodings(args.policy_evals))
+    decoding_tradeoff(tables.decoding_agg, out / "plots" / "decoding.png")
 
     calibration = {Path(f).name: pd.read_csv(Path(f) / "calibration.csv") for f in args.rm_evals}
     calibration_plot(calibration, out / "plots" / "rm_calibration.png")
     bon_curves(bon_tables, out / "plots" / "bon_curves.png")
-    loss_comparison(rm_agg, LOSS_PLOT_METRICS, out / "plots" / "loss_comparison.png")
+    loss_comparison(tables.rm_agg, LOSS_PLOT_METRICS, out / "plots" / "loss_comparison.png")
     policy_curves(histories, out / "plots" / "policy_curves.png")
     sample_efficiency(histories, out / "plots" / "sample_efficiency.png")
     frontier(frontier_points(policy) if not policy.empty else pd.DataFrame(columns=["run", "reward_gold", "kl",
                                                                                   "family", "label"]),
              out / "plots" / "frontier.png", bon_tables)
-    landing_page(out, rm_cells, policy_cells)
+    landing_page(out, tables.rm_cells, tables.policy_cells)
 
 
 if __name__ == "__main__":
