@@ -24,7 +24,6 @@ stops here, before any training, with the file and row.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from collections import Counter
@@ -35,7 +34,7 @@ from transformers import AutoTokenizer
 
 from rewardlab.data.adapters import missing_source_file, read_records
 from rewardlab.data.formats import has_chat_template, preference_row, render_prompt
-from rewardlab.data.real_labels import implied_pairs, rating_of, scales, shape_of, strict_rankings
+from rewardlab.data.real_labels import implied_pairs, prompt_key, rating_of, scales, shape_of, strict_rankings
 from rewardlab.data.records import DataError
 from rewardlab.models.folder import check_model_folder
 from rewardlab.models.tokenizer import join_text
@@ -68,11 +67,12 @@ def read_splits(source: dict[str, Any], data: dict[str, Any], counts: Counter) -
         if source.get("test_path"):
             test = read_records(source["test_path"], source["format"], "test", data["on_bad_row"], counts)
         else:  # held-out prompts: every record of a prompt (a rated prompt's responses) on one side
-            prompts = list(dict.fromkeys(json.dumps(r["prompt"]) for r in train))
+            keys = [prompt_key(r) for r in train]
+            prompts = list(dict.fromkeys(keys))
             random.Random(data["seed"]).shuffle(prompts)
             held_out = set(prompts[: max(1, round(len(prompts) * source["test_fraction"]))])
-            test = [r for r in train if json.dumps(r["prompt"]) in held_out]
-            train = [r for r in train if json.dumps(r["prompt"]) not in held_out]
+            test = [r for r, key in zip(train, keys) if key in held_out]
+            train = [r for r, key in zip(train, keys) if key not in held_out]
     except DataError as err:  # a bad file, or a bad row under on_bad_row: error (its message says how to skip)
         raise SystemExit(f"data.source: {err}") from err
     return (train[: source["max_rows"]] if source.get("max_rows") else train), test

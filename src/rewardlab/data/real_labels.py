@@ -26,6 +26,11 @@ def scales(weights: Mapping[str, float]) -> dict[str, Any]:
             "offset": 0.0}
 
 
+def prompt_key(record: Mapping[str, Any]) -> str:
+    """A record's prompt (its messages) as a hashable key: the records of one prompt share it."""
+    return json.dumps(record["prompt"])
+
+
 def shape_of(record: Mapping[str, Any]) -> str:
     return "pairs" if "chosen" in record else "ratings" if "ratings" in record else "rankings"
 
@@ -56,7 +61,7 @@ def implied_pairs(records: list[dict[str, Any]], weights: Mapping[str, float], c
         if shape == "pairs":
             pairs.append(record)
         elif shape == "ratings":
-            rated.setdefault(json.dumps(record["prompt"]), []).append(record)
+            rated.setdefault(prompt_key(record), []).append(record)
         else:
             pairs += _best_against_worst(record["prompt"], record["responses"], record["scores"], record["source"],
                                          record["split"], counts)
