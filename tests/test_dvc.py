@@ -1,121 +1,108 @@
-"""dvc.yaml and the Snakefile describe one DAG: every DVC out and metric is a Snakemake output, every
-params key exists in the config schema, and every stage's command names a real Snakemake rule.
+"""dvc.yaml and the Snakefile describe one DAG: DVC runs the Snakemake workflow of the named experiment in
+params.yaml, and everything dvc.yaml names is a Snakemake output or a file that exists. The run through
+`dvc exp run -S experiment=quick` itself is in test_workflow.py (it reuses the quick DAG's results).
 """
 
 from __future__ import annotations
 
-import itertools
-import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rewardlab import config as C
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "config/experiments").glob("*.yaml"))
 
 
-def render(text: str, variables: dict, item: dict | None = None) -> str:
-    def lookup(match: re.Match) -> str:
-        path = match.group(1)
-        if path.startswith("item."):
-            return str(item[path[5:]])
-        value = variables
-        for part in path.split("."):
-            value = value[part]
-        return str(value)
-
-    return re.sub(r"\$\{([^}]+)\}", lookup, text)
-
-
-def expanded_stages() -> list[tuple[str, dict]]:
-    """(rendered stage name, rendered stage dict) like DVC's templating, matrix included."""
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    variables = C.load(ROOT / "config/config.yaml")
-    stages = []
-    for name, stage in dvc["stages"].items():
-        matrix = stage.pop("matrix", None)
-        items = [{}]
-        if matrix:
-            axes = {k: yaml.safe_load(render(v, variables)) if isinstance(v, str) else v for k, v in matrix.items()}
-            items = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-        for item in items:
-            stages.append((name, yaml.safe_load(render(yaml.safe_dump(stage), variables, item))))
-    return stages
+def stage() -> dict:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == ["experiment"]
+    return stages["experiment"]
 
 
 def paths(entries) -> list[str]:
-    out = []
-    for entry in entries or []:
-        out.append(next(iter(entry)) if isinstance(entry, dict) else entry)
-    return out
+    return [next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries or []]
 
 
-def test_params_exist_in_the_schema_and_in_the_params_file():
-    """DVC reads params from config/config.yaml itself (schema defaults do not count), so every key is there."""
-    schema = C.load_schema()
-    written = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    for _, stage in expanded_stages():
-        for group in stage.get("params", []):
-            for key in group["config/config.yaml"]:
-                node, value = schema, written
-                for part in key.split("."):
-                    assert part in node["properties"], f"dvc.yaml params key {key} is not in the config schema"
-                    assert part in value, f"dvc.yaml params key {key} is not written in config/config.yaml"
-                    node, value = node["properties"][part], value[part]
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_a_named_experiment_is_its_file_over_the_default(experiment, tmp_path):
+    """`experiment: X` (what params.yaml hands Snakemake) gives the same config as `--configfile
+    config/experiments/X.yaml`, and the experiment's results folder is results/X/ (dvc.yaml's out)."""
+    params = tmp_path / "params.yaml"
+    params.write_text(f"experiment: {experiment}\n")
+    named = C.load(ROOT / "config/config.yaml", params)
+    direct = C.load(ROOT / "config/config.yaml", ROOT / "config/experiments" / f"{experiment}.yaml")
+    assert named.pop("experiment") == experiment and direct.pop("experiment") is None
+    assert named == direct
+    assert named["name"] == experiment
 
 
-def test_dvc_params_cover_every_key_each_stage_reads():
-    """The Snakefile passes each stage its slice of the config (rewardlab.dag.STAGE_KEYS); DVC must track the
-    same keys, or a changed key would rerun under Snakemake and not under `dvc repro` (the drift that left
-    labels.seed out of the pool and label stages). DVC can only track keys written in the params file."""
-    from rewardlab import dag
-
-    config = C.load(ROOT / "config/config.yaml")
-    written = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    params: dict[str, set[str]] = {}
-    for name, stage in expanded_stages():
-        for group in stage.get("params", []):
-            params.setdefault(name, set()).update(group["config/config.yaml"])
-    for stage in dag.STAGE_KEYS:
-        reads = set()
-        for key in dag.stage_keys(config, stage):
-            section, _, sub = key.partition(".")
-            if sub:
-                reads.add(key)
-            elif isinstance(config[section], dict):
-                reads |= {f"{section}.{k}" for k in config[section] if k not in dag.excluded(config, section)}
-        reads = {k for k in reads if k.split(".")[1] in (written.get(k.split(".")[0]) or {})}
-        missing = sorted(k for k in reads if not any(k == p or k.startswith(p + ".") for p in params[stage]))
-        assert not missing, f"dvc.yaml stage {stage} does not track {missing}"
+def test_the_command_line_wins_over_the_named_experiment(tmp_path):
+    """base < config/experiments/<name>.yaml < command line: `-S experiment=quick` plus a value on the command
+    line keeps the command line's value, and a key the experiment does not set keeps the base's."""
+    over = tmp_path / "over.yaml"
+    over.write_text("experiment: quick\npolicy: {steps: 3}\n")
+    config = C.load(ROOT / "config/config.yaml", over)
+    quick = yaml.safe_load((ROOT / "config/experiments/quick.yaml").read_text())
+    base = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert config["policy"]["steps"] == 3 != quick["policy"]["steps"]
+    assert config["policy"]["prompts_per_step"] == quick["policy"]["prompts_per_step"]
+    assert config["policy"]["kl_coef"] == base["policy"]["kl_coef"]
 
 
-def test_every_dvc_output_is_a_snakemake_output():
-    files = []
-    for _, stage in expanded_stages():
-        files += [p for p in paths(stage.get("outs")) + paths(stage.get("metrics")) if "." in Path(p).name]
-        rules = stage["cmd"].split("--allowed-rules", 1)[1].split("--")[0].split()
-        assert rules, stage["cmd"]
+def test_named_experiment_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: no-such-study\n")
+    with pytest.raises(C.ConfigError, match=r"experiment: 'no-such-study' has no file .*known: .*loss-study"):
+        C.load(ROOT / "config/config.yaml", bad)
+    bad.write_text("experiment: quick\nname: other\n")
+    with pytest.raises(C.ConfigError, match=r"name: 'other' is not the experiment's name 'quick'"):
+        C.load(ROOT / "config/config.yaml", bad)
+    bad.write_text("experiment: ../quick\n")
+    with pytest.raises(C.ConfigError, match=r"experiment: '\.\./quick' is not a file name"):
+        C.load(ROOT / "config/config.yaml", bad)
+
+
+def test_dvc_stage_tracks_the_experiment_and_its_files():
+    """The stage's params are params.yaml's `experiment`, the base config and the experiment's file (which
+    exists for the value params.yaml ships); its outs persist (Snakemake decides what reruns); its metrics and
+    plots live outside every out, at paths no experiment changes."""
+    exp = stage()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(params) == {"experiment"} and params["experiment"] in EXPERIMENTS
+    assert exp["params"][0] == "experiment"
+    files = {next(iter(group)) for group in exp["params"][1:]}
+    assert files == {"config/config.yaml", "config/experiments/${experiment}.yaml"}
+    assert "--configfile params.yaml" in exp["cmd"] and "${" not in exp["cmd"]  # nothing pasted into the shell
+    for out in exp["outs"]:
+        assert next(iter(out.values()))["persist"] is True
+    outs = [p.replace("${experiment}", params["experiment"]) for p in paths(exp["outs"])]
+    for view in paths(exp["metrics"]) + paths(exp["plots"]):
+        assert view.startswith("results/dvc/") and not any(view.startswith(o + "/") for o in outs)
+    for dep in exp["deps"]:
+        assert (ROOT / dep).exists(), dep
+
+
+def test_every_dvc_metric_and_plot_is_a_snakemake_output():
+    """A dry run asking for dvc.yaml's metrics and plots under params.yaml: Snakemake knows a rule for each."""
+    exp = stage()
+    files = paths(exp["metrics"]) + paths(exp["plots"])
     snakemake = str(Path(sys.executable).with_name("snakemake"))
-    # A dry run that asks for every DVC file: Snakemake must know a rule for each (exit 0), without running.
-    proc = subprocess.run([snakemake, "-n", "--cores", "1", *files], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([snakemake, *files, "-n", "--cores", "1", "--configfile", "params.yaml"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    listed = subprocess.run([snakemake, "--list-rules"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    for _, stage in expanded_stages():
-        for rule in stage["cmd"].split("--allowed-rules", 1)[1].split("--")[0].split():
-            assert rule in listed.stdout.split(), f"dvc.yaml names an unknown Snakemake rule {rule}"
 
 
 def test_dvc_reads_the_pipeline_and_has_a_default_local_remote():
-    """DVC itself parses dvc.yaml (templating and matrices included) into the stage graph, and `dvc push`
-    has somewhere to go offline."""
+    """DVC itself parses dvc.yaml (templating from params.yaml included), and `dvc push` has somewhere to go
+    offline."""
     dvc = str(Path(sys.executable).with_name("dvc"))
     proc = subprocess.run([dvc, "dag", "--md"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for stage in ("preprocess", "sft", "pool", "reward@", "policy@", "evaluate"):
-        assert stage in proc.stdout
+    assert "experiment" in proc.stdout
     remote = subprocess.run([dvc, "remote", "list"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert remote.stdout.split()[:3] == ["local", str(ROOT / ".dvc-storage"), "(default)"]

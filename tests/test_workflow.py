@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rewardlab.compare import compare
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 QUICK = "config/experiments/quick.yaml"
@@ -87,6 +89,92 @@ def test_report_renders(quick_run):
     html = (quick_run / "report.html").read_text(errors="replace")
     assert "rm_calibration.png" in html and "policy_curves.png" in html and "decoding.png" in html
     assert "rewardlab: quick" in html and "Policies (gold reward on held-out prompts)" in html  # the landing view
+
+
+def dvc_repo(quick_run: Path, repo: Path, experiments: dict[str, str]) -> None:
+    """A git + DVC checkout of this project holding the quick run's results, as a user has after
+    `snakemake --configfile config/experiments/quick.yaml` (Snakemake's metadata included)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("Snakefile", "workflow", "config", "src", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name, **({"ignore": ignore} if src.is_dir()
+                                                                                 else {}))
+    (repo / "profiles").symlink_to("workflow/profiles")
+    for name, text in experiments.items():
+        (repo / "config/experiments" / name).write_text(text)
+    (repo / ".dvc").mkdir()
+    (repo / ".dvc/config").write_text(f"[core]\n    remote = local\n    autostage = true\n"
+                                      f"['remote \"local\"']\n    url = {repo.parent / 'storage'}\n")
+    for command in (["init", "-q"], ["config", "user.email", "ci@rewardlab"], ["config", "user.name", "ci"],
+                    ["add", "-A"], ["commit", "-qm", "rewardlab"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    for name in ("results/quick", "results/dvc", "data/processed", ".snakemake"):
+        shutil.copytree(quick_run / name, repo / name, symlinks=True)
+
+
+TINY = {  # a named experiment on quick's data: a reward model and two REINFORCE steps
+    "name": "tiny",
+    "data": {"name": "sentigram-quick", "num_sft_train": 3000, "num_sft_valid": 200, "num_prompts_train": 2048,
+             "num_prompts_test": 256},
+    "sft": {"epochs": 1},
+    "labels": {"num_prompts": 256, "samples_per_prompt": 4},
+    "bon": {"num_prompts": 8, "samples_per_prompt": 4},
+    "reward": {"epochs": 1},
+    "policy": {"algorithms": ["reinforce"], "steps": 2, "prompts_per_step": 16},
+    "evaluate": {"samples_per_prompt": 1, "decoding": ["sample"]},
+}
+
+
+@pytest.mark.workflow
+def test_dvc_shows_and_runs_a_named_experiment(quick_run, tmp_path):
+    """After a plain Snakemake run `dvc metrics show` reads its metrics; `dvc exp run -S experiment=tiny` runs a
+    named experiment through Snakemake (which reuses the processed data it finds), and `dvc exp show` lists it
+    with its params, metrics and cached outputs."""
+    import yaml
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    dvc_repo(quick_run, repo, {"tiny.yaml": yaml.safe_dump(TINY)})
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    quick = json.loads((quick_run / "results/quick/eval/metrics.json").read_text())["policy"]
+
+    shown = subprocess.run([dvc, "metrics", "show", "--json"], cwd=repo, capture_output=True, text=True, env=env)
+    assert shown.returncode == 0, shown.stderr
+    [workspace] = json.loads(shown.stdout).values()  # keyed by revision: "" is the workspace
+    metrics = workspace["data"]["results/dvc/metrics.json"]["data"]
+    gold = {run: values["reward_gold"] for run, values in quick.items()}
+    assert metrics["experiment"] == "quick"
+    assert {run: values["reward_gold"] for run, values in metrics["policy"].items()} == gold
+
+    data = repo / "data/processed/sentigram-quick/prompts_train.jsonl"
+    made = data.stat().st_mtime
+    run = subprocess.run([dvc, "exp", "run", "-S", "experiment=tiny"], cwd=repo, capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert data.stat().st_mtime == made  # Snakemake, not DVC, decides what reruns
+    assert (repo / "results/quick/eval/metrics.json").is_file()  # a plain run's folder is left alone
+    show = subprocess.run([dvc, "exp", "show", "--json"], cwd=repo, capture_output=True, text=True, env=env)
+    assert show.returncode == 0, show.stderr
+    baseline = next(entry for entry in json.loads(show.stdout) if entry["rev"] != "workspace")
+    [experiment] = [rev for exp in baseline["experiments"] for rev in exp["revs"]]
+    data = experiment["data"]
+    assert data["params"]["params.yaml"]["data"] == {"experiment": "tiny"}
+    assert data["params"]["config/experiments/tiny.yaml"]["data"]["name"] == "tiny"
+    metrics = data["metrics"]["results/dvc/metrics.json"]["data"]
+    tiny = json.loads((repo / "results/tiny/eval/metrics.json").read_text())
+    assert metrics["experiment"] == "tiny"
+    assert {run: v["reward_gold"] for run, v in metrics["policy"].items()} == {
+        run: v["reward_gold"] for run, v in tiny["policy"].items()}
+    assert set(metrics["policy"]) == {"sft-bt-eps0.0-s0", "reinforce-sparse-bt-eps0.0-s0", "bon4-bt-eps0.0-s0"}
+    assert data["outs"]["results/tiny"]["hash"] and "data/processed" in data["outs"]
+    # `rewardlab compare` reads the experiment's stage metrics from DVC's cache (results/tiny is a cached out).
+    shutil.rmtree(repo / "results/tiny")
+    frame, _ = compare([experiment["name"], "quick"], repo, "tiny")
+    rm = json.loads((quick_run / "results/quick/rm/bt-eps0.0-s0/metrics.json").read_text())
+    assert frame.loc["rm/bt-eps0.0-s0/train_loss", "quick"] == rm["train_loss"]
+    assert frame.loc["eval/policy/reinforce-sparse-bt-eps0.0-s0/reward_gold", experiment["name"]] == \
+        metrics["policy"]["reinforce-sparse-bt-eps0.0-s0"]["reward_gold"]
 
 
 STUDY = {

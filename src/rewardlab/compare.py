@@ -4,8 +4,9 @@ A *source* is one version of an experiment's results:
 
 - ``workspace``: the files on disk now;
 - a git revision (``HEAD``, ``HEAD~1``, a tag, a commit) or a DVC experiment (its name as ``dvc exp show``
-  prints it, or its ``refs/exps/…`` ref): the ``metrics.json`` and ``history.csv`` files committed there
-  (DVC declares them ``cache: false``, so git holds them and every ``dvc exp run`` commits them);
+  prints it, or its ``refs/exps/…`` ref): the ``metrics.json`` and ``history.csv`` files of that version, read
+  through DVC's file system in a DVC project (``results/<name>/`` is a cached DVC out there, so the files come
+  from DVC's cache as the revision's ``dvc.lock`` names them) and from git's tree otherwise;
 - ``results/<name>`` (or just ``<name>`` when that folder exists): another experiment in the workspace,
   so two configs (``default`` and ``loss-study``, say) compare file by file.
 
@@ -52,17 +53,43 @@ class Source:
         if self.revision is None:
             base = root / self.folder
             return sorted(str(p.relative_to(base)) for p in base.rglob(name)) if base.is_dir() else []
-        listing = _git(root, "ls-tree", "-r", "--name-only", self.revision, "--", self.folder)
         prefix = self.folder.rstrip("/") + "/"
-        return sorted(p[len(prefix):] for p in listing.splitlines() if p.startswith(prefix) and p.endswith("/" + name))
+        fs = _dvc_fs(root, self.revision)
+        if fs is not None:
+            listing = fs.find("/" + prefix) if fs.isdir("/" + prefix) else []
+            listing = [p.lstrip("/") for p in listing]
+        else:
+            listing = _git(root, "ls-tree", "-r", "--name-only", self.revision, "--", self.folder).splitlines()
+        return sorted(p[len(prefix):] for p in listing if p.startswith(prefix) and p.endswith("/" + name))
 
     def read(self, root: Path, relative: str) -> str | None:
         path = f"{self.folder.rstrip('/')}/{relative}"
         if self.revision is None:
             file = root / path
             return file.read_text() if file.is_file() else None
+        fs = _dvc_fs(root, self.revision)
+        if fs is not None:
+            try:
+                return fs.read_text("/" + path)
+            except (FileNotFoundError, OSError):
+                return None
         proc = subprocess.run(["git", "show", f"{self.revision}:{path}"], cwd=root, capture_output=True, text=True)
         return proc.stdout if proc.returncode == 0 else None
+
+
+_DVC_FS: dict[tuple[str, str], object] = {}
+
+
+def _dvc_fs(root: Path, revision: str):
+    """DVC's file system at ``revision`` (git files and cached DVC outs alike), or None outside a DVC project."""
+    if not (root / ".dvc").is_dir():
+        return None
+    key = (str(root), revision)
+    if key not in _DVC_FS:
+        from dvc.fs import DVCFileSystem  # here: importing DVC costs ~1 s, and only revisions need it
+
+        _DVC_FS[key] = DVCFileSystem(repo=str(root), rev=revision)
+    return _DVC_FS[key]
 
 
 def dvc_experiment_refs(root: Path) -> dict[str, str]:

@@ -197,25 +197,68 @@ def deep_update(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return base
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """One YAML mapping, or a ``ConfigError`` that names the file (and the line, for a syntax error)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: {where}not valid YAML ({problem})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping")
+    return loaded
+
+
+def apply_experiment(config: dict[str, Any], overrides: Mapping[str, Any], experiments: str | Path) -> dict[str, Any]:
+    """Merge the named experiment (``experiment: <name>``) into ``config`` in place.
+
+    ``config`` is the base file with the command line merged over it (what Snakemake hands the Snakefile);
+    ``overrides`` is the command line alone (``--configfile`` files and ``--config``), merged again after the
+    experiment file so that it still wins: base < config/experiments/<name>.yaml < command line. That order is
+    what makes ``dvc exp run -S experiment=quick`` (params.yaml, passed as a --configfile) equal to
+    ``snakemake --configfile config/experiments/quick.yaml``.
+    """
+    name = config.get("experiment")
+    if name is None:
+        return config
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"experiment: {name!r} is not a file name in {experiments}/ (letters, digits, _ . -)")
+    path = Path(experiments) / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(experiments).glob("*.yaml"))
+        raise ConfigError(f"experiment: {name!r} has no file {path} (known: {', '.join(known) or 'none'})")
+    overlay = read_yaml(path)
+    if overlay.get("experiment", name) != name:
+        raise ConfigError(f"{path}: sets experiment: {overlay['experiment']!r}, another experiment")
+    overlay.setdefault("name", name)
+    deep_update(config, overlay)
+    deep_update(config, overrides)
+    if config.get("name", name) != name:
+        raise ConfigError(f"name: {config['name']!r} is not the experiment's name {name!r}: a named experiment "
+                          f"writes results/{name}/, where dvc.yaml looks for it (rename the file instead)")
+    config["name"] = name
+    return config
+
+
 def load(*paths: str | Path) -> dict[str, Any]:
-    """Load YAML files in order (later ones override earlier ones) and validate the merge."""
+    """Load YAML files in order (later ones override earlier ones), merge a named ``experiment`` (looked up
+    in ``experiments/`` beside the first file), and validate the merge."""
     config: dict[str, Any] = {}
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = yaml.safe_load(handle) or {}
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ConfigError(f"{path}: {where}not valid YAML ({problem})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the configuration must be a mapping")
+    overrides: dict[str, Any] = {}
+    for index, path in enumerate(paths):
+        loaded = read_yaml(path)
         deep_update(config, loaded)
+        if index:
+            deep_update(overrides, loaded)
+    if paths:
+        apply_experiment(config, overrides, Path(paths[0]).parent / "experiments")
     return validate(config)
 
 

@@ -1,8 +1,9 @@
-"""What the Snakefile (``workflow/rules/*.smk``) and ``dvc.yaml`` share about the DAG, in Python so that both —
-and the tests that keep them in step — read one definition:
+"""What the Snakefile (``workflow/rules/*.smk``) knows about the DAG, in Python so that the rules and the tests
+read one definition:
 
-* ``STAGE_KEYS``: the config keys each stage reads. A stage's ``--config`` (and its Snakemake params, and its
-  DVC params) is only that slice, so changing a key reruns the stages that read it, and nothing else;
+* ``STAGE_KEYS``: the config keys each stage reads. A stage's ``--config`` (and its Snakemake params) is only
+  that slice, so changing a key reruns the stages that read it, and nothing else — under ``dvc exp run`` too,
+  since DVC runs the whole workflow and Snakemake decides what is out of date;
 * the sweep lists by kind, from the registries: online and offline algorithms, the label file each loss
   reads, the shapings that need a DPO policy.
 """

@@ -10,6 +10,8 @@ EXP = config["name"]
 DATA = dag.processed_dir(config)
 RESULTS = f"results/{EXP}"
 LOGS = f"{RESULTS}/logs"
+# What DVC compares across experiments (dvc.yaml): the last experiment's metrics at paths no experiment changes.
+DVC_VIEW = ["results/dvc/metrics.json", "results/dvc/frontier.csv"]
 # The interpreter that runs Snakemake (the project's environment), passed to the jobs' shells as an environment
 # variable: the commands (and so the rules' params, a rerun trigger) hold "$REWARDLAB_PYTHON", not a path that
 # differs between machines, checkouts and SLURM nodes.
@@ -115,7 +117,8 @@ def policy_runs():
 
 
 def summary_outputs():
-    return [f"{RESULTS}/eval/summary.md", f"{RESULTS}/eval/summary.csv", f"{RESULTS}/eval/landing.html"]
+    return [f"{RESULTS}/eval/summary.md", f"{RESULTS}/eval/summary.csv", f"{RESULTS}/eval/landing.html",
+            *DVC_VIEW]
 
 
 def folder_of(files):
