@@ -96,7 +96,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
 def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
     policy = config["policy"]
-    schema = schema["properties"]["policy"]
+    schema = {**schema["properties"]["policy"], "$defs": schema["$defs"]}
     option_names = set(schema["properties"]) - {"algorithms", "shapings", "overrides", "shaping_variants", "dpo"}
     variants = policy["shaping_variants"]
     sources = [(f"overrides.{algo}", values) for algo, values in policy["overrides"].items()]
@@ -116,6 +116,7 @@ def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
         raise ConfigError(f"evaluate.baseline_policy: {baseline!r} is not sft, bon<N>, <algo>-<shaping>, "
                           "<algo>-offline, or a name in policy.shapings")
     _check_decodings(config["evaluate"])
+    _check_rouge_has_references(config)
     if policy["prompts_per_step"] < policy["minibatches"]:
         raise ConfigError(
             f"policy.minibatches: {policy['minibatches']} is more than policy.prompts_per_step "
@@ -162,6 +163,36 @@ def _check_decodings(evaluate: Mapping[str, Any]) -> None:
             raise ConfigError(f"evaluate.decoding.{index}: the same decoding ({decoding.label}) as entry "
                               f"{seen[decoding.label]}")
         seen[decoding.label] = index
+
+
+def run_composite(reward_composite: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's RL reward weights: reward.composite with the run's policy options' ``composite`` merged over it."""
+    return {**reward_composite, **(options.get("composite") or {})}
+
+
+def composites(config: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every RL reward the config defines, with the key that sets it: reward.composite, then each policy-level
+    change merged over it (policy.composite, an algorithm's override, a shaping variant)."""
+    base = run_composite(config["reward"]["composite"], config["policy"])
+    found = [("policy.composite" if config["policy"].get("composite") else "reward.composite", base)]
+    for where in ("overrides", "shaping_variants"):
+        for name, values in config["policy"][where].items():
+            if values.get("composite"):
+                found.append((f"policy.{where}.{name}.composite", run_composite(base, values)))
+    return found
+
+
+def _check_rouge_has_references(config: Mapping[str, Any]) -> None:
+    """A ROUGE weight needs reference outputs: the task's (summarize), never SentiGram's or real data's."""
+    from rewardlab.tasks import TASKS
+
+    task = config["task"]["name"]
+    has_references = TASKS.get(task).reference is not None and not is_real_data(config)
+    for key, composite in composites(config):
+        if composite.get("rouge") and not has_references:
+            where = "real data (data.source)" if is_real_data(config) else f"task {task!r}"
+            raise ConfigError(f"{key}.rouge: {composite['rouge']} but {where} has no reference outputs to compute "
+                              "ROUGE against (task.name: summarize has them); set it to 0")
 
 
 def is_shaping_baseline(policy: str) -> bool:

@@ -48,7 +48,7 @@ def sample_pool(ctx: StageContext, policy, tokenizer, gold: TaskGold, prompts: l
             response_tokens = [gold.tokens(r) for r in own]
             components = []
             for tokens in response_tokens:
-                parts = sg.gold_components(prompt_tokens, tokens, gold.cfg)
+                parts = gold.task.gold_components(prompt_tokens, tokens, gold.cfg)
                 parts["adjectives"] = float(len({w for w in tokens if sg.category(w) == sg.ADJ}))
                 components.append(parts)
             items.append(PoolItem(prompt=tokenizer.decode(prompt), responses=[" ".join(t) for t in response_tokens],
@@ -69,7 +69,9 @@ def run(ctx: StageContext, data: Path, sft: Path) -> StageResult:
     test = sample_pool(ctx, policy, tokenizer, gold, test_prompts, k, desc="pool: test", **common)
     bon_pool = sample_pool(ctx, policy, tokenizer, gold, test_prompts[: bon["num_prompts"]],
                            bon["samples_per_prompt"], desc="pool: best-of-n", **common)
-    bench_items = bench.build(test, lambda p, r: sg.gold_reward(p, r, gold.cfg), random.Random(labels["seed"]))
+    task_gold = gold.task
+    bench_items = bench.build(test, lambda p, r: sum(task_gold.gold_credits(p, r, gold.cfg)),
+                              random.Random(labels["seed"]))
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", (asdict(i) for i in train))

@@ -129,3 +129,20 @@ def perplexity(token_logprobs: Sequence[float]) -> float:
     model is the SFT policy; reference §3.8)."""
     values = np.asarray(token_logprobs, dtype=np.float64)
     return float(np.exp(-values.mean())) if len(values) else float("nan")
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+_ROUGE_SCORERS: dict[str, object] = {}
+
+
+def rouge(candidates: Sequence[Sequence[str]], references: Sequence[Sequence[str]],
+          kind: str = "rougeL") -> list[float]:
+    """ROUGE F1 (0–1) of each candidate against its reference, from ``rouge-score`` (Google's reimplementation of
+    ROUGE-1.5.5; its tokenizer lower-cases and drops punctuation, so "." does not count; reference §4.7).
+    ``kind``: rouge1, rouge2 or rougeL (longest common subsequence). Words in, no special tokens."""
+    from rouge_score import rouge_scorer  # imported here: only tasks with references need it
+
+    if kind not in _ROUGE_SCORERS:
+        _ROUGE_SCORERS[kind] = rouge_scorer.RougeScorer([kind])
+    scorer = _ROUGE_SCORERS[kind]
+    return [scorer.score(" ".join(ref), " ".join(cand))[kind].fmeasure for cand, ref in zip(candidates, references)]

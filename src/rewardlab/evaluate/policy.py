@@ -12,6 +12,7 @@ SFT policy (the reference), both sampled at ``evaluate.temperature`` (the main p
   self_bleu        each response's BLEU against the other responses to its prompt (diversity within a prompt;
                    high = repetitive; needs samples_per_prompt ≥ 2)
   perplexity_sft   exp(−mean log π_sft(y_t|s_t)) over the response tokens at T = 1: fluency under the SFT model
+  rouge1, rouge2, rougeL   ROUGE F1 against the task's reference y* (tasks with references: summarize)
 Then the same judges for each decoding of ``evaluate.decoding`` (``rewardlab.evaluate.decoding``: greedy,
 top-k, top-p, beam search, best-of-n reranked by the RM), in decoding.csv, one row each: gold, proxy, the
 decoder's KL from the reference where defined, diversity and length. Deterministic decoders decode each prompt
@@ -96,6 +97,10 @@ class Judge:
             out["length"] += (rollout.lengths - rollout.has_eos.long()).tolist()
             out["eos"] += rollout.has_eos.float().tolist()
             out["bodies"] += bodies
+            if self.gold.has_references:
+                words, references = [self.gold.words(b) for b in bodies], self.gold.references(chunk)
+                for kind in M.ROUGE_TYPES:
+                    out[kind] += M.rouge(words, references, kind)
             out["text"] += [self.tokenizer.decode(b, skip_special_tokens=True) for b in bodies]
             out["samples"] += [{"decoding": decoding.label, "prompt": self.tokenizer.decode(p),
                                 "response": self.tokenizer.decode(r), "gold": g, "proxy": q}
@@ -141,7 +146,7 @@ def summarise(judged: dict[str, list], per_prompt: int, gold_sft: list[float]) -
         "win_rate_vs_sft": M.win_rate(judged["gold"], gold_sft),
         "distinct_2": M.distinct_n(judged["bodies"], 2), "self_bleu": M.self_bleu(groups),
         "perplexity_sft": M.perplexity(judged["sft_logp"]), "repetition": M.repetition_rate(judged["bodies"]),
-    }
+    } | {kind: mean(judged[kind]) for kind in M.ROUGE_TYPES if judged.get(kind)}
 
 
 def evaluate(judge: Judge, prompts: list[list[int]], cfg: dict) -> tuple[dict, pd.DataFrame, list[dict]]:
@@ -156,15 +161,16 @@ def evaluate(judge: Judge, prompts: list[list[int]], cfg: dict) -> tuple[dict, p
         "kl_k3": sum(judged["kl_k3"]) / len(judged["kl_k3"]),
         "entropy": sum(judged["entropy"]) / len(judged["entropy"]), "samples": len(judged["gold"])}
     rows, samples = [], list(judged["samples"])
+    columns = DECODING_COLUMNS + [kind for kind in M.ROUGE_TYPES if kind in result]
     for decoding in parse_decodings(ecfg["decoding"], ecfg["temperature"]):
         if decoding == main:
-            rows.append({"decoding": main.label, **{k: result[k] for k in DECODING_COLUMNS[1:]}})
+            rows.append({"decoding": main.label, **{k: result[k] for k in columns[1:]}})
             continue
         torch.manual_seed(decoding.seed(ecfg["seed"]))
         other = judge.decoded(prompts, per_prompt, decoding)
         rows.append({"decoding": decoding.label, **summarise(other, per_prompt, gold_sft)})
         samples += other["samples"]
-    return result, pd.DataFrame(rows, columns=DECODING_COLUMNS), samples
+    return result, pd.DataFrame(rows, columns=columns), samples
 
 
 def run(ctx: StageContext, policy: Path, sft: Path, rm: Path, data: Path) -> StageResult:

@@ -39,7 +39,8 @@ from rewardlab.runinfo import atomic_write_text, write_json
 KL_BUDGETS = (0.2, 2, 5, 10)  # nats: where runs are compared at equal KL (0.2: where the offline DPO family ends)
 POLICY_COLUMNS = ["reward_gold", "reward_proxy", "kl", "kl_k3", "entropy", "length", "win_rate_vs_sft",
                   "distinct_2", "self_bleu", "perplexity_sft", "eos_rate", "repetition",
-                  *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak", "rl_kl_peak", "rl_alpha", "rl_beta", "rl_r2"]
+                  *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak", "rl_kl_peak", "rl_alpha", "rl_beta", "rl_r2",
+                  "rouge1", "rouge2", "rougeL"]  # ROUGE: tasks with references only
 # Calibration is ranked after temperature scaling (ece_scaled, brier_scaled: comparable across losses); the raw
 # columns and logit_output (whether σ(Δ) is the loss's modelled probability at all) stand beside them.
 RM_COLUMNS = ["accuracy", "accuracy_gold", "ece_scaled", "brier_scaled", "ece", "brier", "logit_output",
@@ -250,7 +251,7 @@ def policy_baseline(policy: str) -> Callable[[str], str | None]:
 RM_HEADLINE = ["accuracy_gold", "ece_scaled", "brier_scaled", "spearman_gold", "bench_score", "bon_alpha",
                "bon_beta"]
 POLICY_HEADLINE = ["reward_gold", *[f"gold_at_kl{b}" for b in KL_BUDGETS], "rl_gold_peak", "kl",
-                   "win_rate_vs_sft", "length", "entropy", "distinct_2", "self_bleu"]
+                   "win_rate_vs_sft", "rougeL", "length", "entropy", "distinct_2", "self_bleu"]
 
 
 LANDING_POLICY = ["reward_gold", "gold_at_kl2", "kl", "win_rate_vs_sft"]

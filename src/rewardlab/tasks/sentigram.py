@@ -338,4 +338,4 @@ def gold_config(task: Mapping[str, Any]) -> GoldConfig:
 
 
 TASKS.add("sentigram", Task("sentigram", VOCAB, SPECIALS, sample_document, sample_prompt, gold_config, gold_credits,
-                            is_held_out))
+                            is_held_out, gold_components))

@@ -240,6 +240,7 @@ class PolicyTrainer:
             "eos_rate": rollout.has_eos.float().mean().item(),
             "repetition": M.repetition_rate(bodies), "distinct_2": M.distinct_n(bodies, 2), "kl_coef": self.kl.value,
         }
+        row.update(scored.parts)
         if self.shaping_name != "sparse":
             row["credit_spearman"] = credit_spearman(scored.task, scored.gold_credits, mask)
         row.update(self.algo.metrics())

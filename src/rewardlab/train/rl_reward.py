@@ -1,6 +1,7 @@
-"""The reward a rollout batch earns in the policy loop: the sequence score (the RM, normalised; optionally a
-composite with fluency and diversity; minus the missing-EOS penalty), then how it reaches the tokens through
-the configured shaping (``rewardlab.rl.shapings``), and the gold per-token credit it is judged by.
+"""The reward a rollout batch earns in the policy loop: the sequence score (the seeds' composite, reference
+§4.7: rm·RM normalised + rouge·ROUGE(y, y*) + fluency·mean log π_sft(y) + diversity·distinct-n(y); minus the
+missing-EOS penalty), then how it reaches the tokens through the configured shaping (``rewardlab.rl.shapings``),
+and the gold per-token credit it is judged by.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from rewardlab.config import run_composite
 from rewardlab.evaluate import metrics as M
 from rewardlab.evaluate.gold import GoldReward
 from rewardlab.models.build import load_policy, reward_normalisation, token_values
@@ -33,6 +35,7 @@ class ScoredBatch:
     gold_credits: torch.Tensor  # (B, T)
     gold: list[float]  # R* per response
     responses: list[list[int]]
+    parts: dict[str, float]  # the composite's weighted parts (score_rm, score_rouge, …) and raw ROUGE, means
 
 
 def pad_rows(rows: list[list[float]], width: int, device: Any) -> torch.Tensor:
@@ -50,7 +53,7 @@ class RewardSignal:
                  reference: torch.nn.Module | None = None):
         self.options, self.gold, self.device, self.reference = options, gold, device, reference
         self.shaping = SHAPINGS.get(shaping)
-        self.composite = config["reward"]["composite"]
+        self.composite = run_composite(config["reward"]["composite"], options)
         self.scorer = RewardScorer(rm_dir, device)
         self.attention_model = self.dpo_model = None
         if "dpo_policy" in self.shaping.needs:
@@ -61,19 +64,28 @@ class RewardSignal:
             self.attention_model = AutoModelForSequenceClassification.from_pretrained(
                 rm_dir, attn_implementation="eager").to(device).eval()
 
-    def sequence_score(self, rollout: Rollout, responses: list[list[int]], ref_logp: torch.Tensor,
-                       mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(normalised RM score, its composite part, the composite score) of each response."""
+    def sequence_score(self, rollout: Rollout, prompts: list[list[int]], responses: list[list[int]],
+                       ref_logp: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+        """(normalised RM score, its weighted part, the composite score, the parts' means) of each response:
+        score = rm·RM + rouge·ROUGE_F1(y, y*) + fluency·mean_t log π_sft(y_t) + diversity·distinct-n(y)."""
         proxy = self.scorer.normalised(rollout.input_ids, rollout.attention_mask)
         c = self.composite
-        rm_score = c["task"] * proxy
-        score = rm_score
+        rm_score = c["rm"] * proxy
+        parts = {"score_rm": rm_score}
+        if self.gold.has_references:  # ROUGE is logged on tasks with references, weighted or not
+            words = [self.gold.words(r) for r in responses]
+            rouge = torch.tensor(M.rouge(words, self.gold.references(prompts), c["rouge_type"]), device=proxy.device)
+            parts["rouge"] = rouge
+            if c["rouge"]:
+                parts["score_rouge"] = c["rouge"] * rouge
         if c["fluency"]:
-            score = score + c["fluency"] * masked_mean(ref_logp, mask, dim=-1)
+            parts["score_fluency"] = c["fluency"] * masked_mean(ref_logp, mask, dim=-1)
         if c["diversity"]:
-            score = score + c["diversity"] * torch.tensor([M.distinct_n([r], 2) for r in responses],
-                                                          device=proxy.device)
-        return proxy, rm_score, score
+            distinct = [M.distinct_n([r], c["diversity_n"]) for r in responses]
+            parts["score_diversity"] = c["diversity"] * torch.tensor(distinct, device=proxy.device)
+        score = sum(v for k, v in parts.items() if k.startswith("score_"))
+        return proxy, rm_score, score, {k: v.float().mean().item() for k, v in parts.items()}
 
     def prefix_scores(self, rollout: Rollout) -> torch.Tensor:
         """Normalised RM scores of every prefix (member 0), R(x, y_≤t) for t = 0 … T, from one forward pass."""
@@ -96,7 +108,7 @@ class RewardSignal:
     def __call__(self, rollout: Rollout, prompts: list[list[int]], ref_logp: torch.Tensor) -> ScoredBatch:
         mask = rollout.response_mask.float()
         responses = rows_to_lists(rollout)
-        proxy, rm_score, score = self.sequence_score(rollout, responses, ref_logp, mask)
+        proxy, rm_score, score, parts = self.sequence_score(rollout, prompts, responses, ref_logp, mask)
         credits = [self.gold.credits(p, r) for p, r in zip(prompts, responses)]
         gold_credits = pad_rows(credits, mask.shape[1], self.device)
         shaped = self.shaping.fn(ShapingInputs(
@@ -108,7 +120,7 @@ class RewardSignal:
         if shaped.penalised:
             penalty = self.options["missing_eos_penalty"] * (~rollout.has_eos).float()
             task, score = task - C.sparse(penalty, mask), score - penalty
-        return ScoredBatch(proxy, score, task, gold_credits, [float(sum(c)) for c in credits], responses)
+        return ScoredBatch(proxy, score, task, gold_credits, [float(sum(c)) for c in credits], responses, parts)
 
 
 def credit_spearman(task: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) -> float:
