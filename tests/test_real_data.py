@@ -107,19 +107,64 @@ def test_format_flows_through_preprocess_sft_reward_evaluate(fmt, files, family,
 def evaluate_policy(policy_dir: Path, sft_dir: Path, rm_dir: Path, data: Path, cfg: dict) -> dict:
     from rewardlab.evaluate import policy as evaluate
     from rewardlab.evaluate.gold import gold_reward
+    from rewardlab.evaluate.references import references
     from rewardlab.models.build import load_policy
 
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    prompts = tokenizer([r["prompt"] for r in read_jsonl(data / "prompts_test.jsonl")],
-                        add_special_tokens=False)["input_ids"]
+    rows = read_jsonl(data / "prompts_test.jsonl")
+    prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
     judge = evaluate.Judge(load_policy(policy_dir).eval(), load_policy(sft_dir).eval(), RewardScorer(rm_dir, "cpu"),
-                           gold_reward(cfg, tokenizer), tokenizer, cfg, "cpu")
+                           gold_reward(cfg, tokenizer), tokenizer, cfg, "cpu",
+                           references=references(cfg, tokenizer, rows, "prompts_test.jsonl"))
     cfg = {**cfg, "evaluate": {**cfg["evaluate"], "decoding": ["sample", "greedy", "beam", "rerank"]}}
     result, table, _ = evaluate.evaluate(judge, prompts, cfg)
     # every decoding runs on a real tokenizer and model family (BPE text for self-BLEU, a real generate for beam)
     assert list(table["decoding"]) == ["sample", "greedy", "beam4", "rerank8"]
     assert table["perplexity_sft"].gt(1).all() and table["reward_proxy"].notna().all()
     return result
+
+
+def test_tldr_human_summaries_are_the_references_of_a_rouge_reward(tiny_models, tmp_path):
+    """summarize-from-feedback SFT rows (post + human summary) → SFT documents in TL;DR's template and RL prompts
+    with their summaries as references (data.source.prompts_from: sft); a policy against ROUGE-L alone logs it
+    each step as its whole score, and the evaluation reports ROUGE-1/2/L against the held-out summaries."""
+    from rewardlab.evaluate.metrics import rouge
+    from rewardlab.evaluate.references import references
+
+    source = {"format": "tldr_comparisons", "path": str(FIXTURES / "tldr_comparisons.json"),
+              "sft_path": str(FIXTURES / "tldr_sft.jsonl"), "prompts_from": "sft"}
+    cfg = real_config(source, tiny_models["gpt2"], reward={"composite": {"rm": 0.0, "rouge": 1.0}},
+                      sft={"epochs": 2, "batch_size": 4, "lr": 0.003})
+    data = tmp_path / "data"
+    metrics = ingest.STAGE.execute(cfg, data).metrics
+    train, test = read_jsonl(data / "prompts_train.jsonl"), read_jsonl(data / "prompts_test.jsonl")
+    assert metrics["prompts_train"] == len(train) >= 10 and metrics["prompts_test"] == len(test) >= 1
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    posts = {json.loads(line)["summary"]: json.loads(line) for line in (FIXTURES / "tldr_sft.jsonl").open()}
+    for row in train + test:
+        original = posts[row["reference"]]  # the human summary (completions are stripped, as for TRL's rows)
+        assert row["prompt"] == (f"SUBREDDIT: r/{original['subreddit']}\n\nTITLE: {original['title']}\n\n"
+                                 f"POST: {original['post'].replace(chr(10) * 2, chr(10))}\n\nTL;DR:")
+    tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
+    refs = references(cfg, tokenizer, test, "prompts_test.jsonl")
+    ids = tokenizer([test[0]["prompt"]], add_special_tokens=False)["input_ids"]
+    assert refs(ids) == [test[0]["reference"].split()]
+    with pytest.raises(KeyError, match="prompts_test.jsonl: a prompt without a reference"):
+        refs([[tokenizer.eos_token_id]])
+    sft.STAGE.execute(cfg, tmp_path / "sft", data=data)
+    reward.STAGE.execute(cfg, tmp_path / "rm", loss="bt", seed=0, labels=data, pool=data / "pool",
+                         sft=tmp_path / "sft")
+    history = policy.STAGE.execute(cfg, tmp_path / "policy", algorithm="reinforce", shaping="sparse", seed=0,
+                                   data=data, sft=tmp_path / "sft", rm=tmp_path / "rm").history
+    for row in history:  # rm weight 0: the score is ROUGE-L F1 alone (in [0, 1]), less the missing-EOS penalty
+        assert 0.0 <= row["rouge"] <= 1.0 and row["score_rouge"] == pytest.approx(row["rouge"])
+        assert row["score_rm"] == 0.0
+        penalty = cfg["policy"]["missing_eos_penalty"] * (1 - row["eos_rate"])
+        assert row["score"] == pytest.approx(row["rouge"] - penalty, abs=1e-6)
+    evaluated = evaluate_policy(tmp_path / "policy", tmp_path / "sft", tmp_path / "rm", data, cfg)
+    assert all(0.0 <= evaluated[k] <= 1.0 for k in ("rouge1", "rouge2", "rougeL"))
+    assert evaluated["rouge1"] >= evaluated["rouge2"]  # unigram overlap bounds bigram overlap
+    assert rouge([test[0]["reference"].split()], [test[0]["reference"].split()], "rougeL") == [1.0]
 
 
 def test_user_gold_reward_model_scores_policies(tiny_models, tmp_path):
@@ -176,6 +221,10 @@ def test_inputs_are_checked_before_anything_runs(tiny_models, tmp_path):
         real_config(hh, tiny_models["gpt2"], reward={"losses": ["plackett_luce"]})
     with pytest.raises(C.ConfigError, match="policy.shapings: oracle"):
         real_config(hh, tiny_models["gpt2"], policy={"shapings": ["oracle"]})
+    with pytest.raises(C.ConfigError, match="reward.composite.rouge: 1.0 but data.source.prompts_from: pairs"):
+        real_config(hh, tiny_models["gpt2"], reward={"composite": {"rouge": 1.0}})
+    with pytest.raises(C.ConfigError, match="data.source.prompts_from: sft takes .*sft_path, which is not set"):
+        real_config({**hh, "prompts_from": "sft"}, tiny_models["gpt2"])
     assert real_config(hh, tiny_models["gpt2"])["model"]["trust_remote_code"] is False
 
 

@@ -13,11 +13,11 @@ import torch
 
 from rewardlab import config as C
 from rewardlab.evaluate import metrics as M
+from rewardlab.evaluate.references import task_references
 from rewardlab.models.tokenizer import build_word_tokenizer
 from rewardlab.tasks import TASKS
 from rewardlab.tasks import sentigram as S
 from rewardlab.tasks import summarize as Z
-from rewardlab.tasks.gold import TaskGold
 from rewardlab.train.rl_reward import RewardSignal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,13 +127,12 @@ def test_composite_parts_against_hand_values():
     """r = rm·RM + rouge·ROUGE-L + fluency·mean log π_sft + diversity·distinct-2, each part computed by hand."""
     task = TASKS.get("summarize")
     tokenizer = build_word_tokenizer(task.vocab, task.special_tokens)
-    gold = TaskGold(task, tokenizer, {"name": "summarize"})
     prompt = tokenizer.convert_tokens_to_ids(PROMPT)
     reference = task.reference(PROMPT)
     texts = [[*reference, S.EOS], "the the the plot . <eos>".split()]
     responses = [tokenizer.convert_tokens_to_ids(t) for t in texts]
     signal = RewardSignal.__new__(RewardSignal)
-    signal.gold = gold
+    signal.references = task_references("summarize", tokenizer)
     signal.composite = {"rm": 0.5, "rouge": 2.0, "fluency": 0.1, "diversity": 3.0, "rouge_type": "rougeL",
                         "diversity_n": 2}
     proxy = torch.tensor([0.4, -1.2])

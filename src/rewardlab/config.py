@@ -187,12 +187,16 @@ def _check_rouge_has_references(config: Mapping[str, Any]) -> None:
     from rewardlab.tasks import TASKS
 
     task = config["task"]["name"]
-    has_references = TASKS.get(task).reference is not None and not is_real_data(config)
+    if is_real_data(config):
+        has_references, where = config["data"]["source"]["prompts_from"] == "sft", "data.source.prompts_from: pairs"
+        remedy = "use data.source.prompts_from: sft (prompts with their SFT completions as references)"
+    else:
+        has_references, where = TASKS.get(task).reference is not None, f"task {task!r}"
+        remedy = "task.name: summarize has them"
     for key, composite in composites(config):
         if composite.get("rouge") and not has_references:
-            where = "real data (data.source)" if is_real_data(config) else f"task {task!r}"
             raise ConfigError(f"{key}.rouge: {composite['rouge']} but {where} has no reference outputs to compute "
-                              "ROUGE against (task.name: summarize has them); set it to 0")
+                              f"ROUGE against ({remedy}); set it to 0")
 
 
 def is_shaping_baseline(policy: str) -> bool:
@@ -324,6 +328,10 @@ def _check_real_data(config: dict[str, Any]) -> None:
                               "ultrafeedback, scored_responses)")
     if flip_rates(config) != [0.0]:
         raise ConfigError("labels.flip_rate: real data keeps its own labels; set [0.0]")
+    source = config["data"]["source"]
+    if source["prompts_from"] == "sft" and not source.get("sft_path"):
+        raise ConfigError("data.source.prompts_from: sft takes the prompts and references from data.source.sft_path, "
+                          "which is not set")
     for name in config["policy"]["shapings"]:
         if "gold_credits" in SHAPINGS.get(base_shaping(config, name)).needs:
             raise ConfigError(f"policy.shapings: {name} needs the task's per-token gold credit; real data has none")

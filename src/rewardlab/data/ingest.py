@@ -7,7 +7,9 @@ Reads ``data.source.path`` (and ``test_path`` / ``sft_path``) through the format
 ``data/processed/<name>/``, the same files the SentiGram preprocess writes plus the labels:
 
   sft_train.jsonl, sft_valid.jsonl       {"prompt", "completion"} (TRL prompt-completion)
-  prompts_train.jsonl, prompts_test.jsonl {"prompt"} (rendered)
+  prompts_train.jsonl, prompts_test.jsonl {"prompt"} (rendered): the pairs' prompts; with
+                                         data.source.prompts_from: sft, the SFT documents' (training and
+                                         validation) with {"reference"}: the completion, for ROUGE
   pairs_train.jsonl, pairs_test.jsonl    TRL preference rows (conversational for a chat model), the reward pairs;
                                          from ratings or rankings: each prompt's best response against its worst
   ratings_train.jsonl, scales.json       rated data: HelpSteer2 rows with the scalar ``rating``, and the attribute
@@ -34,6 +36,7 @@ from transformers import AutoTokenizer
 
 from rewardlab.data.adapters import missing_source_file, read_records
 from rewardlab.data.formats import has_chat_template, preference_row, render_prompt
+from rewardlab.data.readers.tldr_comparisons import tldr_prompt
 from rewardlab.data.real_labels import implied_pairs, prompt_key, rating_of, scales, shape_of, strict_rankings
 from rewardlab.data.records import DataError
 from rewardlab.models.folder import check_model_folder
@@ -153,9 +156,12 @@ class Renderer:
         if sft_path:
             documents = []
             for number, row in enumerate(read_jsonl(sft_path), start=1):
+                if isinstance(row, dict) and {"post", "summary"} <= set(row):  # summarize-from-feedback SFT rows
+                    row = tldr_sft_row(row, f"data.source.sft_path: {sft_path}: row {number}")
                 if not isinstance(row.get("prompt"), (str, list)) or not isinstance(row.get("completion"), str):
                     raise SystemExit(f"data.source.sft_path: {sft_path}: row {number}: expected "
-                                     "{\"prompt\": str or messages, \"completion\": str}")
+                                     "{\"prompt\": str or messages, \"completion\": str} or {\"subreddit\", "
+                                     "\"title\", \"post\", \"summary\"}")
                 prompt = row["prompt"]
                 messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
                 documents.append({"prompt": render_prompt(self.tokenizer, messages, text=isinstance(prompt, str)),
@@ -167,9 +173,31 @@ class Renderer:
         return kept
 
 
+def tldr_sft_row(row: dict[str, Any], where: str) -> dict[str, str]:
+    """A summarize-from-feedback SFT row ({subreddit, title, post, summary}) as TRL's prompt-completion row: the
+    TL;DR template (TRL's, as for the comparisons) and the summary with its leading space."""
+    try:
+        return {"prompt": tldr_prompt(row), "completion": " " + str(row["summary"]).strip()}
+    except (KeyError, ValueError) as err:
+        raise SystemExit(f"{where}: not a TL;DR SFT row ({err})") from None
+
+
+def prompt_rows(train_rows: list[dict], test_rows: list[dict], sft_train: list[dict], sft_valid: list[dict],
+                prompts_from: str) -> tuple[list[dict], list[dict]]:
+    """The RL and evaluation prompts: the pairs' (``pairs``), or the SFT documents' with their completions as
+    references (``sft``; held-out prompts never among the training ones)."""
+    if prompts_from == "pairs":
+        return ([{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in train_rows)],
+                [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in test_rows)])
+    train = {d["prompt"]: d["completion"] for d in reversed(sft_train)}  # the first completion of a prompt
+    test = {d["prompt"]: d["completion"] for d in reversed(sft_valid) if d["prompt"] not in train}
+    return ([{"prompt": p, "reference": r} for p, r in reversed(train.items())],
+            [{"prompt": p, "reference": r} for p, r in reversed(test.items())])
+
+
 def write_outputs(out: Path, train_rows: list[dict], test_rows: list[dict], sft_train: list[dict],
                   sft_valid: list[dict], tokenizer: Any, ratings: list[dict], rankings: list[dict],
-                  weights: dict[str, float]) -> None:
+                  weights: dict[str, float], prompts: tuple[list[dict], list[dict]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "ratings_train.jsonl", ratings)
     write_jsonl(out / "rankings_train.jsonl", rankings)
@@ -178,8 +206,8 @@ def write_outputs(out: Path, train_rows: list[dict], test_rows: list[dict], sft_
     write_jsonl(out / "pairs_test.jsonl", [preference_row(r, r.get("prompt_messages")) for r in test_rows])
     write_jsonl(out / "sft_train.jsonl", sft_train)
     write_jsonl(out / "sft_valid.jsonl", sft_valid)
-    write_jsonl(out / "prompts_train.jsonl", [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in train_rows)])
-    write_jsonl(out / "prompts_test.jsonl", [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in test_rows)])
+    write_jsonl(out / "prompts_train.jsonl", prompts[0])
+    write_jsonl(out / "prompts_test.jsonl", prompts[1])
     write_jsonl(out / "pool/train.jsonl", [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]}
                                            for r in train_rows])
     tokenizer.save_pretrained(out / "tokenizer")
@@ -211,7 +239,12 @@ def run(ctx: StageContext) -> StageResult:
     kept = render.sft_documents(source.get("sft_path"), train_rows)
     n_valid = max(1, len(kept) // 20)
     sft_valid, sft_train = kept[:n_valid], kept[n_valid:] or kept
-    write_outputs(ctx.out, train_rows, test_rows, sft_train, sft_valid, tokenizer, ratings, rankings, weights)
+    prompts = prompt_rows(train_rows, test_rows, sft_train, sft_valid, source["prompts_from"])
+    if not prompts[0] or not prompts[1]:
+        raise SystemExit(f"data.source.prompts_from: {source['prompts_from']}: {len(prompts[0])} training and "
+                         f"{len(prompts[1])} held-out prompts are left")
+    write_outputs(ctx.out, train_rows, test_rows, sft_train, sft_valid, tokenizer, ratings, rankings, weights,
+                  prompts)
     lengths = [render.length(r["prompt"], r["chosen"]) for r in train_rows]
     return StageResult({
         "rows_read": counts["rows_read"],
@@ -230,6 +263,8 @@ def run(ctx: StageContext) -> StageResult:
         "sft_train": len(sft_train),
         "sft_valid": len(sft_valid),
         "sft_too_long": counts["sft_too_long"],
+        "prompts_train": len(prompts[0]),
+        "prompts_test": len(prompts[1]),
         "mean_tokens_chosen": sum(lengths) / len(lengths),
         "max_tokens_chosen": max(lengths),
         "chat_template": float(has_chat_template(tokenizer)),

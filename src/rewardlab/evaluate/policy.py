@@ -12,7 +12,8 @@ SFT policy (the reference), both sampled at ``evaluate.temperature`` (the main p
   self_bleu        each response's BLEU against the other responses to its prompt (diversity within a prompt;
                    high = repetitive; needs samples_per_prompt ≥ 2)
   perplexity_sft   exp(−mean log π_sft(y_t|s_t)) over the response tokens at T = 1: fluency under the SFT model
-  rouge1, rouge2, rougeL   ROUGE F1 against the task's reference y* (tasks with references: summarize)
+  rouge1, rouge2, rougeL   ROUGE F1 against the reference y* (rewardlab.evaluate.references: the summarize task's,
+                   or real data's human summaries with data.source.prompts_from: sft)
 Then the same judges for each decoding of ``evaluate.decoding`` (``rewardlab.evaluate.decoding``: greedy,
 top-k, top-p, beam search, best-of-n reranked by the RM), in decoding.csv, one row each: gold, proxy, the
 decoder's KL from the reference where defined, diversity and length. Deterministic decoders decode each prompt
@@ -32,6 +33,7 @@ from transformers import AutoTokenizer
 from rewardlab.evaluate import metrics as M
 from rewardlab.evaluate.decoding import Decoding, decode, decoder_logprobs, parse_decodings
 from rewardlab.evaluate.gold import GoldReward, gold_reward
+from rewardlab.evaluate.references import References, references
 from rewardlab.models.build import load_policy
 from rewardlab.models.reward import RewardScorer
 from rewardlab.rl.advantages import masked_mean
@@ -54,8 +56,9 @@ class Judge:
     """Decodes held-out prompts with a policy and scores the responses: gold, proxy, KL, text statistics."""
 
     def __init__(self, policy, reference, scorer: RewardScorer, gold: GoldReward, tokenizer, cfg: dict,
-                 device: torch.device, batch_size: int = 256):
+                 device: torch.device, batch_size: int = 256, references: References | None = None):
         self.policy, self.reference, self.scorer, self.gold = policy, reference, scorer, gold
+        self.references = references  # y* per prompt: ROUGE columns when the experiment has them
         self.tokenizer, self.device, self.batch_size = tokenizer, device, batch_size
         self.temperature = cfg["evaluate"]["temperature"]
         self.max_new_tokens = cfg["task"]["max_new_tokens"]
@@ -97,8 +100,8 @@ class Judge:
             out["length"] += (rollout.lengths - rollout.has_eos.long()).tolist()
             out["eos"] += rollout.has_eos.float().tolist()
             out["bodies"] += bodies
-            if self.gold.has_references:
-                words, references = [self.gold.words(b) for b in bodies], self.gold.references(chunk)
+            if self.references is not None:
+                words, references = [self.references.words(b) for b in bodies], self.references(chunk)
                 for kind in M.ROUGE_TYPES:
                     out[kind] += M.rouge(words, references, kind)
             out["text"] += [self.tokenizer.decode(b, skip_special_tokens=True) for b in bodies]
@@ -181,9 +184,10 @@ def run(ctx: StageContext, policy: Path, sft: Path, rm: Path, data: Path) -> Sta
     reference = load_policy(sft, trust).to(device).eval()
     scorer = RewardScorer(rm, device)
     gold = gold_reward(config, tokenizer, device)
-    prompts = tokenizer([r["prompt"] for r in read_jsonl(data / "prompts_test.jsonl")],
-                        add_special_tokens=False)["input_ids"]
-    judge = Judge(model, reference, scorer, gold, tokenizer, config, device)
+    rows = read_jsonl(data / "prompts_test.jsonl")
+    prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
+    judge = Judge(model, reference, scorer, gold, tokenizer, config, device,
+                  references=references(config, tokenizer, rows, str(data / "prompts_test.jsonl")))
     result, decodings, samples = evaluate(judge, prompts, config)
     ctx.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(ctx.out / "samples.jsonl", samples)

@@ -17,8 +17,6 @@ from rewardlab.tensors import pad_right
 
 
 class RewardModelGold:
-    has_references = False  # a gold model scores responses; references come from a task
-
     def __init__(self, path: str, policy_tokenizer: Any, trust_remote_code: bool = False, device: str = "cpu"):
         check_model_folder(path, "evaluate.gold_model", trust_remote_code)
         self.policy_tokenizer = policy_tokenizer

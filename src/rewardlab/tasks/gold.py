@@ -28,25 +28,9 @@ class TaskGold:
     def rewards(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> list[float]:
         return [self.reward(p, r) for p, r in zip(prompts, responses)]
 
-    @property
-    def has_references(self) -> bool:
-        return self.task.reference is not None
-
-    def references(self, prompts: Sequence[Sequence[int]]) -> list[list[str]]:
-        """The task's reference output y* of each prompt (words, no special tokens)."""
-        assert self.task.reference is not None, f"task {self.task.name} has no references"
-        return [self.task.reference(self.tokens(p)) for p in prompts]
-
-    def words(self, ids: Sequence[int]) -> list[str]:
-        """A response as words, special tokens (EOS, padding) left out: what ROUGE compares."""
-        specials = set(self.task.special_tokens.values())
-        return [t for t in self.tokens(ids) if t not in specials]
-
 
 class NoGold:
     """Real data without a gold reward: every gold value is NaN (reported as missing, never as zero)."""
-
-    has_references = False
 
     def credits(self, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> list[float]:
         return [math.nan] * len(response_ids)

@@ -32,6 +32,7 @@ from transformers import AutoTokenizer
 from rewardlab.checkpoint import python_rng_state, restore_training, save_training, set_python_rng_state
 from rewardlab.evaluate import metrics as M
 from rewardlab.evaluate.gold import gold_reward
+from rewardlab.evaluate.references import references
 from rewardlab.models.build import load_policy, load_reward_model, reward_normalisation, token_values
 from rewardlab.rl import algorithms
 from rewardlab.rl.advantages import aggregate_loss, masked_mean, masked_whiten
@@ -93,13 +94,15 @@ class PolicyTrainer:
         accelerator, device = ctx.accelerator, ctx.device
         self.tokenizer = AutoTokenizer.from_pretrained(sft)
         self.gold = gold_reward(ctx.config, self.tokenizer, device)
-        self.prompts = self.tokenizer([r["prompt"] for r in read_jsonl(data / "prompts_train.jsonl")],
-                                      add_special_tokens=False)["input_ids"]
+        rows = read_jsonl(data / "prompts_train.jsonl")
+        self.prompts = self.tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
+        prompt_references = references(ctx.config, self.tokenizer, rows, str(data / "prompts_train.jsonl"))
         self.algo = algorithms.build(algorithm, opts)
         self.group_size = opts["group_size"] if self.algo.needs_group else 1
         policy = load_policy(sft)
         self.reference = load_policy(sft).to(device).eval().requires_grad_(False)
-        self.reward = RewardSignal(ctx.config, opts, shaping, rm, self.gold, device, dpo, self.reference)
+        self.reward = RewardSignal(ctx.config, opts, shaping, rm, self.gold, device, dpo, self.reference,
+                                   prompt_references)
         optimizer = torch.optim.Adam(policy.parameters(), lr=opts["lr"], eps=1e-5)
         self.policy, self.optimizer = accelerator.prepare(policy, optimizer)
         self.critic = Critic(rm, opts["value_lr"]) if self.algo.uses_critic else None

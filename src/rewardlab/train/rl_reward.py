@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification
 from rewardlab.config import run_composite
 from rewardlab.evaluate import metrics as M
 from rewardlab.evaluate.gold import GoldReward
+from rewardlab.evaluate.references import References
 from rewardlab.models.build import load_policy, reward_normalisation, token_values
 from rewardlab.models.reward import RewardScorer
 from rewardlab.rl.advantages import masked_mean
@@ -50,8 +51,9 @@ class RewardSignal:
 
     def __init__(self, config: Mapping[str, Any], options: Mapping[str, Any], shaping: str, rm_dir: Path,
                  gold: GoldReward, device: torch.device, dpo_dir: Path | None = None,
-                 reference: torch.nn.Module | None = None):
+                 reference: torch.nn.Module | None = None, references: References | None = None):
         self.options, self.gold, self.device, self.reference = options, gold, device, reference
+        self.references = references  # y* per prompt (ROUGE), or None
         self.shaping = SHAPINGS.get(shaping)
         self.composite = run_composite(config["reward"]["composite"], options)
         self.scorer = RewardScorer(rm_dir, device)
@@ -73,9 +75,9 @@ class RewardSignal:
         c = self.composite
         rm_score = c["rm"] * proxy
         parts = {"score_rm": rm_score}
-        if self.gold.has_references:  # ROUGE is logged on tasks with references, weighted or not
-            words = [self.gold.words(r) for r in responses]
-            rouge = torch.tensor(M.rouge(words, self.gold.references(prompts), c["rouge_type"]), device=proxy.device)
+        if self.references is not None:  # ROUGE is logged wherever there are references, weighted or not
+            words = [self.references.words(r) for r in responses]
+            rouge = torch.tensor(M.rouge(words, self.references(prompts), c["rouge_type"]), device=proxy.device)
             parts["rouge"] = rouge
             if c["rouge"]:
                 parts["score_rouge"] = c["rouge"] * rouge
