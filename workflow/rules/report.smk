@@ -28,6 +28,7 @@ rule summary:
         curves=report(f"{RESULTS}/eval/plots/policy_curves.png", caption="../report/policy_curves.rst",
                       category="Policies"),
         decoding=report(f"{RESULTS}/eval/plots/decoding.png", caption="../report/decoding.rst", category="Policies"),
+        rouge=report(f"{RESULTS}/eval/plots/rouge_curves.png", caption="../report/rouge_curves.rst", category="Policies"),
     params:
         rm=expand(f"{RESULTS}/eval/rm/{{run}}", run=rm_runs()),
         policy=expand(f"{RESULTS}/eval/policy/{{run}}", run=policy_runs()),

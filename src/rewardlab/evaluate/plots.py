@@ -81,6 +81,34 @@ def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     save(fig, path)
 
 
+def rouge_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
+    """ROUGE-L against the references and the gold reward over training, mean over seeds per group: where ROUGE
+    keeps rising and the gold does not, the policy is over-optimising ROUGE (Stiennon et al. 2020)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    with_rouge = {name: h for name, h in histories.items() if "rouge" in h}
+    if not with_rouge:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no references in this experiment (ROUGE: the summarize task, or real data with "
+                    "data.source.prompts_from: sft)", ha="center", va="center", transform=ax.transAxes, wrap=True)
+    grouped = _mean_over_seeds(with_rouge, ["step", "kl", "rouge", "reward_gold"])
+    cmap = plt.get_cmap("tab20")
+    for i, (name, history) in enumerate(sorted(grouped.items())):
+        smooth = history[["kl", "rouge", "reward_gold"]].rolling(5, min_periods=1).mean()
+        axes[0].plot(np.sqrt(smooth["kl"].clip(lower=0)), smooth["rouge"], "-", color=cmap(i % 20), label=name)
+        axes[1].plot(smooth["rouge"], smooth["reward_gold"], "-", marker="o", ms=1.5, color=cmap(i % 20))
+    axes[0].set_xlabel("√KL(π ‖ π_SFT)  (nats^½, k1, rollouts)")
+    axes[0].set_ylabel("ROUGE-L F1 against the reference")
+    axes[0].set_title("ROUGE over training, mean over seeds (moving average of 5 steps)")
+    axes[1].set_xlabel("ROUGE-L F1 against the reference")
+    axes[1].set_ylabel("gold reward")
+    axes[1].set_title("Gold against ROUGE along training (each line runs from the SFT start)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if grouped:
+        axes[0].legend(fontsize=8, loc="best", ncol=1 + len(grouped) // 12, framealpha=0.85)
+    save(fig, path)
+
+
 def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
     """Best-of-n gold (left) and normalised proxy (right) gain over n = 1 against √KL_bon, mean over seeds."""
     grouped = _mean_over_seeds(curves, ["sqrt_kl", "gold_gain", "proxy_gain"])

@@ -32,6 +32,7 @@ from rewardlab.evaluate.plots import (
     frontier,
     loss_comparison,
     policy_curves,
+    rouge_curves,
     sample_efficiency,
 )
 from rewardlab.runinfo import atomic_write_text, write_json
@@ -375,6 +376,7 @@ def main() -> None:
     bon_curves(bon_tables, out / "plots" / "bon_curves.png")
     loss_comparison(tables.rm_agg, LOSS_PLOT_METRICS, out / "plots" / "loss_comparison.png")
     policy_curves(histories, out / "plots" / "policy_curves.png")
+    rouge_curves(histories, out / "plots" / "rouge_curves.png")
     sample_efficiency(histories, out / "plots" / "sample_efficiency.png")
     frontier(frontier_points(policy) if not policy.empty else pd.DataFrame(columns=["run", "reward_gold", "kl",
                                                                                   "family", "label"]),
