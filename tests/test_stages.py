@@ -152,6 +152,29 @@ def test_ensemble_scores_aggregate_members(tiny_pipeline, tmp_path):
     assert torch.allclose(aggregate(z, "uwo", 0.5), z.mean(0) - 0.5 * z.var(0, unbiased=False))
 
 
+def test_one_update_per_batch_reuses_its_pass_and_changes_nothing(tiny_pipeline, tmp_path, monkeypatch):
+    """GRPO with one update on the whole batch and the KL in the loss takes the rollout's log-probs, entropy and
+    KL from the update's own forward pass instead of a separate no-grad pass: the same bits (history, metrics,
+    weights) as with the separate pass, one policy forward fewer per step."""
+    from rewardlab.train import policy
+
+    p = tiny_pipeline
+    cfg = copy.deepcopy(p["config"])
+    cfg["policy"].update(epochs=1, minibatches=1, overrides={"grpo": {"kl_in": "loss", "kl_estimator": "k3"}})
+    inputs = {"algorithm": "grpo", "shaping": "sparse", "seed": 0, "data": p["data"], "sft": p["sft"], "rm": p["rm"]}
+    passes = []
+    original = policy.logprobs_and_entropy
+    monkeypatch.setattr(policy, "logprobs_and_entropy", lambda model, *a: passes.append(model) or original(model, *a))
+    policy.STAGE.execute(cfg, tmp_path / "reused", **inputs)
+    reused = len(passes)
+    monkeypatch.setattr(policy.PolicyTrainer, "reuses_update_logprobs", property(lambda self: False))
+    policy.STAGE.execute(cfg, tmp_path / "separate", **inputs)
+    steps = cfg["policy"]["steps"]
+    assert reused == 2 * steps and len(passes) - reused == 3 * steps  # reference + update, against + the no-grad pass
+    for name in ("history.csv", "metrics.json", "model.safetensors"):
+        assert (tmp_path / "reused" / name).read_bytes() == (tmp_path / "separate" / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("algorithm, shaping", [
     ("ppo", "sparse"), ("a2c", "sparse"), ("reinforce", "sparse"), ("rloo", "sparse"), ("grpo", "sparse"),
     ("reinforce_pp", "sparse"), ("reinforce_pp_baseline", "sparse"), ("remax", "sparse"), ("ppo", "uniform"),
