@@ -106,7 +106,9 @@ def head_outputs(model: torch.nn.Module, input_ids: torch.Tensor,
 
     handle = head.register_forward_hook(keep)
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
+        # use_cache=False: a scoring or training pass never continues, so no key/value cache is built
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+              use_cache=False)
     finally:
         handle.remove()
     if captured["outputs"].dim() != 3:

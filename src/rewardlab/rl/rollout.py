@@ -111,7 +111,7 @@ def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new
 def response_logits(model: PreTrainedModel, rollout: Rollout, temperature: float) -> torch.Tensor:
     """Logits ÷ temperature at the positions that predict response tokens: (B, R, V)."""
     out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                position_ids=position_ids_from_mask(rollout.attention_mask))
+                position_ids=position_ids_from_mask(rollout.attention_mask), use_cache=False)  # no cache to keep
     logits = out.logits[:, rollout.prompt_width - 1 : -1, :].float()
     return logits / temperature
 
