@@ -101,7 +101,7 @@ def rouge_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     axes[0].set_title("ROUGE over training, mean over seeds (moving average of 5 steps)")
     axes[1].set_xlabel("ROUGE-L F1 against the reference")
     axes[1].set_ylabel("gold reward")
-    axes[1].set_title("Gold against ROUGE along training (each line runs from the SFT start)")
+    axes[1].set_title("Gold against ROUGE along training (from the SFT start)")
     for ax in axes:
         ax.grid(alpha=0.3)
     if grouped:
