@@ -171,3 +171,22 @@ def test_a_rouge_weight_needs_references():
     assert len(study["seeds"]) >= 5 and study["task"]["name"] == "summarize"
     assert C.run_composite(study["reward"]["composite"], study["policy"]["shaping_variants"]["rouge"]) == {
         "rm": 0, "rouge": 5, "fluency": 0.0, "diversity": 0.0, "rouge_type": "rougeL", "diversity_n": 2}
+
+
+@pytest.mark.parametrize("stage", ["policy", "evaluate"])
+def test_references_come_from_each_stages_own_config_slice(stage):
+    """The policy and evaluation stages see only their slice of the config (no ``data`` section for the toy
+    tasks): the summarize task's references are found from it, and SentiGram has none."""
+    from rewardlab import dag
+    from rewardlab.evaluate.references import references
+
+    task = TASKS.get("summarize")
+    tokenizer = build_word_tokenizer(task.vocab, task.special_tokens)
+    study = C.load(ROOT / "config/config.yaml", ROOT / "config/experiments/summarize.yaml")
+    found = references(dag.stage_slice(study, stage), tokenizer, [], "prompts_test.jsonl")
+    prompt = tokenizer.convert_tokens_to_ids(PROMPT)
+    assert found([prompt]) == [task.reference(PROMPT)]
+    assert found.words(tokenizer.convert_tokens_to_ids("the plot was great . <eos> <pad>".split())) == \
+        "the plot was great .".split()
+    default = C.load(ROOT / "config/config.yaml")
+    assert references(dag.stage_slice(default, stage), tokenizer, [], "prompts_test.jsonl") is None

@@ -306,8 +306,9 @@ def stage_resources(config: Mapping[str, Any], stage: str) -> dict[str, int]:
 
 
 def is_real_data(config: Mapping[str, Any]) -> bool:
-    """True when the experiment reads real preference data (``data.source``) instead of SentiGram."""
-    return bool(config["data"].get("source"))
+    """True when the experiment reads real preference data (``data.source``) instead of SentiGram. A stage's config
+    slice may hold no ``data`` section at all (the toy task's evaluation: ``data.source`` is absent)."""
+    return bool(config.get("data", {}).get("source"))
 
 
 def _check_real_data(config: dict[str, Any]) -> None:
