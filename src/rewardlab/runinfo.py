@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 PACKAGES = ("rewardlab", "torch", "transformers", "accelerate", "datasets", "tokenizers", "numpy", "pandas",
             "snakemake", "dvc")
@@ -29,6 +28,8 @@ PACKAGES = ("rewardlab", "torch", "transformers", "accelerate", "datasets", "tok
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) from the config."""
+    import torch  # here: jobs that only read and write files (the DVC view, the summary) never import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -70,7 +71,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def _to_builtin(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    if torch is not None and isinstance(value, torch.Tensor):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
