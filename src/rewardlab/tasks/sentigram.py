@@ -146,15 +146,44 @@ def parse_prompt(prompt: Sequence[str]) -> tuple[str | None, list[str]]:
 COMPONENTS = ("sentiment", "grammar", "topicality", "ending")
 
 
+def advance(state: int, cat: str) -> tuple[int, bool]:
+    """The grammar automaton after a token of category ``cat``: (next state, whether it rejected the token); a
+    rejected token resynchronises the automaton to the state its category leads to."""
+    nxt = _TRANSITIONS.get((state, cat))
+    return (_RESYNC.get(cat, state), True) if nxt is None else (nxt, False)
+
+
+def ending_credit(previous: str, length: int, cfg: Any) -> float:
+    """The ending term on ``<eos>``: the proper-ending bonus after "." less length_penalty·max(0, T − L*), T the
+    tokens before ``<eos>`` (``cfg``: any gold settings with these fields)."""
+    bonus = cfg.proper_ending_bonus if previous == PERIOD else 0.0
+    return bonus - cfg.length_penalty * max(0, length - cfg.length_target)
+
+
+def close_unterminated(credits: list[dict[str, float]], cfg: Any, zero: dict[str, float]) -> list[dict[str, float]]:
+    """A response that never emitted ``<eos>``: the missing-EOS penalty and the length term land on its last
+    token (on one ``zero`` credit when it is empty)."""
+    ending = -cfg.missing_eos_penalty - cfg.length_penalty * max(0, len(credits) - cfg.length_target)
+    if not credits:
+        credits.append(dict(zero))
+    credits[-1]["ending"] += ending
+    return credits
+
+
+def gold_settings(cls: type, task: Mapping[str, Any]) -> Any:
+    """A task's gold settings (``cls``) from the config's ``task`` section; the class's defaults for keys it
+    lacks."""
+    keys = ("length_target", "length_penalty", "repeat_penalty", "missing_eos_penalty")
+    return cls(**{key: task[key] for key in keys if key in task})
+
+
 def _token_credit(token: str, state: _SentenceState, topic: str | None, cfg: GoldConfig) -> dict[str, float]:
     """Credit of one sentence token by component; advances ``state`` (automaton, adjective counts)."""
     credit = {"sentiment": 0.0, "grammar": 0.0, "topicality": 0.0}
     cat = category(token)
-    nxt = _TRANSITIONS.get((state.fsa, cat))
-    if nxt is None:
+    state.fsa, rejected = advance(state.fsa, cat)
+    if rejected:
         credit["grammar"] -= cfg.grammar_penalty
-        nxt = _RESYNC.get(cat, state.fsa)
-    state.fsa = nxt
     if cat == NOUN and topic is not None and NOUN_TOPIC[token] != topic:
         credit["topicality"] -= cfg.off_topic_penalty
     if cat == ADJ:
@@ -189,18 +218,11 @@ def gold_component_credits(prompt: Sequence[str], response: Sequence[str],
     credits: list[dict[str, float]] = []
     for token in response:
         if token == EOS:
-            n_before = len(credits)
-            ending = cfg.proper_ending_bonus if state.previous == PERIOD else 0.0
-            ending -= cfg.length_penalty * max(0, n_before - cfg.length_target)
+            ending = ending_credit(state.previous, len(credits), cfg)
             credits.append({"sentiment": 0.0, "grammar": 0.0, "topicality": 0.0, "ending": ending})
             return credits
         credits.append({**_token_credit(token, state, topic, cfg), "ending": 0.0})
-    # Never terminated: the missing-EOS penalty and the length term land on the last token.
-    ending = -cfg.missing_eos_penalty - cfg.length_penalty * max(0, len(credits) - cfg.length_target)
-    if not credits:
-        credits.append({"sentiment": 0.0, "grammar": 0.0, "topicality": 0.0, "ending": 0.0})
-    credits[-1]["ending"] += ending
-    return credits
+    return close_unterminated(credits, cfg, {"sentiment": 0.0, "grammar": 0.0, "topicality": 0.0, "ending": 0.0})
 
 
 def gold_credits(prompt: Sequence[str], response: Sequence[str], cfg: GoldConfig = GoldConfig()) -> list[float]:
@@ -333,8 +355,7 @@ SPECIALS = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "unk_token": U
 
 def gold_config(task: Mapping[str, Any]) -> GoldConfig:
     """The gold reward's settings from the config's ``task`` section (GoldConfig's defaults for keys it lacks)."""
-    keys = ("length_target", "length_penalty", "repeat_penalty", "missing_eos_penalty")
-    return GoldConfig(**{key: task[key] for key in keys if key in task})
+    return gold_settings(GoldConfig, task)
 
 
 TASKS.add("sentigram", Task("sentigram", VOCAB, SPECIALS, sample_document, sample_prompt, gold_config, gold_credits,

@@ -98,16 +98,13 @@ def gold_component_credits(prompt: Sequence[str], response: Sequence[str],
     for token in response:
         credit = dict.fromkeys(COMPONENTS, 0.0)
         if token == S.EOS:
-            credit["ending"] = cfg.proper_ending_bonus if previous == S.PERIOD else 0.0
-            credit["ending"] -= cfg.length_penalty * max(0, len(credits) - cfg.length_target)
+            credit["ending"] = S.ending_credit(previous, len(credits), cfg)
             credits.append(credit)
             return credits
         cat = _category(token)
-        nxt = S._TRANSITIONS.get((fsa, cat))
-        if nxt is None:
+        fsa, rejected = S.advance(fsa, cat)
+        if rejected:
             credit["grammar"] -= cfg.grammar_penalty
-            nxt = S._RESYNC.get(cat, fsa)
-        fsa = nxt
         if cat in (S.NOUN, S.ADJ) and token in seen:
             credit["repetition"] -= cfg.repeat_penalty
         elif cat == S.NOUN:
@@ -130,11 +127,7 @@ def gold_component_credits(prompt: Sequence[str], response: Sequence[str],
             seen.add(token)
         previous = token
         credits.append(credit)
-    ending = -cfg.missing_eos_penalty - cfg.length_penalty * max(0, len(credits) - cfg.length_target)
-    if not credits:
-        credits.append(dict.fromkeys(COMPONENTS, 0.0))
-    credits[-1]["ending"] += ending
-    return credits
+    return S.close_unterminated(credits, cfg, dict.fromkeys(COMPONENTS, 0.0))
 
 
 COMPONENTS = ("verdict", "topic", "coverage", "repetition", "grammar", "ending")
@@ -224,8 +217,7 @@ def sample_prompt(rng: random.Random, held_out: bool = False) -> list[str]:
 
 
 def gold_config(task: Mapping[str, Any]) -> GoldConfig:
-    keys = ("length_target", "length_penalty", "repeat_penalty", "missing_eos_penalty")
-    return GoldConfig(**{key: task[key] for key in keys if key in task})
+    return S.gold_settings(GoldConfig, task)
 
 
 TASKS.add("summarize", Task("summarize", VOCAB, S.SPECIALS, sample_document, sample_prompt, gold_config,
