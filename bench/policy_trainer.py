@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
+from _environment import environment, write_result
 
 GROUP, COMPLETIONS, NEW_TOKENS, BETA = 8, 32, 24, 0.04
 
@@ -256,13 +255,9 @@ def main() -> None:
                      "max_new_tokens": NEW_TOKENS, "beta": BETA},
         "matmul_peak_flops": peak,
         "algorithms": results,
-        "versions": {p: metadata.version(p) for p in ("torch", "transformers", "trl", "accelerate")},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        **environment(args.threads),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({r["algorithm"]: {k: r[k] for k in ("median_train_seconds", "median_completions_per_second",
                                                           "median_fraction_of_matmul_peak", "speedup_vs_trl")}
                       for r in results}, indent=2))

@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
+from _environment import environment, write_result
 
 
 def make_pairs(n: int, seed: int) -> list[dict[str, str]]:
@@ -224,13 +223,9 @@ def main() -> None:
         "benchmark": "reward-model training (BT), the same token sequences on both sides, interleaved repeats",
         "settings": vars(args),
         "datasets": results,
-        "versions": {p: metadata.version(p) for p in ("torch", "transformers", "trl", "accelerate")},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        **environment(args.threads),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({r["dataset"]: {k: r[k] for k in ("median_train_seconds", "median_held_out_accuracy",
                                                          "speedup_vs_trl")} for r in results}, indent=2))
 
