@@ -53,6 +53,15 @@ def _mean_over_seeds(tables: dict[str, pd.DataFrame], columns: list[str]) -> dic
     return {g: pd.concat(ts).groupby(level=0)[columns].mean() for g, ts in _seed_groups(tables).items()}
 
 
+def _finish_curves(fig, axes, groups: int, path: Path) -> None:
+    """The training-curve figures' ending: grids, the groups' legend in the left panel, save."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if groups:
+        axes[0].legend(fontsize=8, loc="best", ncol=1 + groups // 12, framealpha=0.85)
+    save(fig, path)
+
+
 def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     """Proxy and gold reward against √KL over training, mean over seeds per group (Gao et al. 2022, Fig. 1)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=False)
@@ -74,11 +83,7 @@ def policy_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     axes[0].set_title("Proxy (dashed) and gold (solid) against √KL, mean over seeds")
     axes[1].set_xlabel("RL step")
     axes[1].set_title("Over training (moving average of 5 steps)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    if grouped:
-        axes[0].legend(fontsize=8, loc="best", ncol=1 + len(grouped) // 12, framealpha=0.85)
-    save(fig, path)
+    _finish_curves(fig, axes, len(grouped), path)
 
 
 def rouge_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
@@ -102,11 +107,7 @@ def rouge_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     axes[1].set_xlabel("ROUGE-L F1 against the reference")
     axes[1].set_ylabel("gold reward")
     axes[1].set_title("Gold against ROUGE along training (from the SFT start)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    if grouped:
-        axes[0].legend(fontsize=8, loc="best", ncol=1 + len(grouped) // 12, framealpha=0.85)
-    save(fig, path)
+    _finish_curves(fig, axes, len(grouped), path)
 
 
 def bon_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
