@@ -24,11 +24,12 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "preprocess": ("data", "task.name"),
     "sft": ("model", "sft"),
     "pool": ("labels.num_prompts", "labels.samples_per_prompt", "labels.sampling_temperature", "labels.seed",
-             "task", "bon"),
+             "task", "bon", "rollout_backend"),
     "label": ("labels.temperature", "labels.margin_scale", "labels.rating_noise", "labels.seed"),
     "reward": ("reward", "evaluate.seed", "evaluate.calibration_bins"),  # it evaluates its model too
-    "policy": ("policy", "task", "reward.composite", "data.source", "evaluate.gold_model", "model.trust_remote_code"),
-    "evaluate": ("evaluate", "task", "data.source", "model.trust_remote_code"),
+    "policy": ("policy", "task", "reward.composite", "data.source", "evaluate.gold_model", "model.trust_remote_code",
+               "rollout_backend"),
+    "evaluate": ("evaluate", "task", "data.source", "model.trust_remote_code", "rollout_backend"),
 }
 # Real data: preprocess reads the model (its tokenizer and chat template) and the task is not used.
 REAL_STAGE_KEYS = {"preprocess": ("data", "model")}

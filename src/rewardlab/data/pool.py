@@ -40,7 +40,7 @@ def sample_pool(ctx: StageContext, policy, tokenizer, gold: TaskGold, prompts: l
         chunk = prompt_ids[start : start + per_batch]
         rollout = sample(policy, [p for p in chunk for _ in range(k)], max_new_tokens=max_new_tokens,
                          temperature=temperature, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                         device=ctx.device)
+                         device=ctx.device, backend=ctx.config["rollout_backend"])
         responses = rows_to_lists(rollout)
         for i, prompt in enumerate(chunk):
             own = responses[i * k : (i + 1) * k]

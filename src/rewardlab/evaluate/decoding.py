@@ -123,17 +123,25 @@ def best_of(scores: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def decode(policy, prompts: Sequence[Sequence[int]], decoding: Decoding, *, max_new_tokens: int, eos_id: int,
-           pad_id: int, device: torch.device,
-           score: Callable[[Rollout], torch.Tensor] | None = None) -> Rollout:
+           pad_id: int, device: torch.device, score: Callable[[Rollout], torch.Tensor] | None = None,
+           backend: str = "lean") -> Rollout:
     """One response per prompt row under ``decoding``. ``rerank`` needs ``score`` (the reward model's score of
-    each row of a rollout); it draws ``n`` samples per row and keeps the best."""
-    from rewardlab.rl.rollout import generate
+    each row of a rollout); it draws ``n`` samples per row and keeps the best. Plain sampling and greedy
+    decoding (and rerank's candidates) go through the rollout ``backend``; top-k, top-p and beams through HF
+    ``generate``."""
+    from rewardlab.rl.rollout import generate, sample
 
     options = {"max_new_tokens": max_new_tokens, "eos_id": eos_id, "pad_id": pad_id, "device": device}
+
+    def draw(rows: Sequence[Sequence[int]]) -> Rollout:
+        if decoding.mode in ("sample", "rerank", "greedy"):
+            return sample(policy, rows, temperature=decoding.temperature, greedy=decoding.mode == "greedy",
+                          backend=backend, **options)
+        return generate(policy, rows, **options, **decoding.generation_kwargs())
+
     if decoding.mode != "rerank":
-        return generate(policy, prompts, **options, **decoding.generation_kwargs())
+        return draw(prompts)
     if score is None:
         raise ValueError("rerank decoding needs the reward model's score")
-    candidates = generate(policy, [p for p in prompts for _ in range(decoding.n)], **options,
-                          **decoding.generation_kwargs())
+    candidates = draw([p for p in prompts for _ in range(decoding.n)])
     return candidates.select(best_of(score(candidates), decoding.n))

@@ -62,6 +62,7 @@ class Judge:
         self.tokenizer, self.device, self.batch_size = tokenizer, device, batch_size
         self.temperature = cfg["evaluate"]["temperature"]
         self.max_new_tokens = cfg["task"]["max_new_tokens"]
+        self.backend = cfg["rollout_backend"]
 
     def _proxy(self, rollout) -> torch.Tensor:
         return self.scorer.normalised(rollout.input_ids, rollout.attention_mask)
@@ -74,7 +75,8 @@ class Judge:
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             rollout = decode(self.policy, chunk, decoding, max_new_tokens=self.max_new_tokens, eos_id=eos,
-                             pad_id=self.tokenizer.pad_token_id, device=self.device, score=self._proxy)
+                             pad_id=self.tokenizer.pad_token_id, device=self.device, score=self._proxy,
+                             backend=self.backend)
             mask, ids = rollout.response_mask.float(), rollout.response_ids
             logits = response_logits(self.policy, rollout, self.temperature)
             logp, entropy = logprobs_and_entropy_from_logits(logits, ids)
@@ -131,7 +133,7 @@ class Judge:
             chunk = rows[start : start + self.batch_size]
             rollout = sample(self.reference, chunk, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                              eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
-                             device=self.device)
+                             device=self.device, backend=self.backend)
             golds += self.gold.rewards(chunk, rows_to_lists(rollout))
         torch.random.set_rng_state(generator_state)
         return golds

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, PreTrainedModel
 
+from rewardlab.rl.sampler import decode
 from rewardlab.tensors import pad_left, position_ids_from_mask
 
 
@@ -68,6 +69,9 @@ def neutral_generation_config(model: PreTrainedModel, eos_id: int, pad_id: int) 
         model.generation_config = saved
 
 
+ROLLOUT_BACKENDS = ("lean", "hf")  # policy.rollout_backend: the lean decode loop (sampler.py) or HF generate
+
+
 @torch.no_grad()
 def generate(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_id: int,
              pad_id: int, device: torch.device, **decoding) -> Rollout:
@@ -84,28 +88,42 @@ def generate(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_n
             eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **decoding,
         )
     policy.train(was_training)
-    width = prompt_ids.shape[1]
-    responses, response_mask, has_eos = truncate_after_eos(generated[:, width:], eos_id, pad_id)
-    if responses.shape[1] == 0:  # generate may stop at once; keep a 1-token placeholder column
-        responses = torch.full((len(prompts), 1), pad_id, device=device)
+    return assemble(prompt_ids, prompt_mask, generated[:, prompt_ids.shape[1] :], eos_id, pad_id)
+
+
+def assemble(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, generated: torch.Tensor, eos_id: int,
+             pad_id: int) -> Rollout:
+    """A rollout from left-padded prompts and the tokens generated after them (anything after EOS masked)."""
+    responses, response_mask, has_eos = truncate_after_eos(generated, eos_id, pad_id)
+    if responses.shape[1] == 0:  # generation may stop at once; keep a 1-token placeholder column
+        responses = torch.full((prompt_ids.shape[0], 1), pad_id, device=prompt_ids.device)
         response_mask = torch.zeros_like(responses)
     input_ids = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
-    return Rollout(input_ids, attention_mask, width, response_mask, has_eos)
+    return Rollout(input_ids, attention_mask, prompt_ids.shape[1], response_mask, has_eos)
 
 
 def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
-           eos_id: int, pad_id: int, device: torch.device, greedy: bool = False) -> Rollout:
-    """Sample one response per prompt row (repeat rows for several samples) with HF ``generate``.
+           eos_id: int, pad_id: int, device: torch.device, greedy: bool = False, backend: str = "lean") -> Rollout:
+    """Sample one response per prompt row (repeat rows for several samples).
 
-    Every other generation setting is neutral (top-k and top-p off, no penalties, whatever the model's
-    generation_config.json says), so the sampling distribution is exactly softmax(logits / temperature), the
-    one whose log-probs the objectives use.
+    The distribution is exactly softmax(logits / temperature), the one whose log-probs the objectives use:
+    no top-k, top-p or penalty, whatever the model's generation_config.json says. ``backend`` ``lean`` decodes
+    with ``sampler.decode`` (finished rows leave the batch; the same tokens as ``generate`` from the same
+    random state), ``hf`` with HF ``generate``, the reference implementation.
     """
-    decoding = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0,
-                                                    "top_p": 1.0}
-    return generate(policy, prompts, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, device=device,
-                    **decoding)
+    if backend == "hf":
+        decoding = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0,
+                                                        "top_p": 1.0}
+        return generate(policy, prompts, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                        device=device, **decoding)
+    if backend != "lean":
+        raise ValueError(f"unknown rollout backend {backend!r}; known: {', '.join(ROLLOUT_BACKENDS)}")
+    prompt_ids, prompt_mask = pad_left(prompts, pad_id)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    generated = decode(policy, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, temperature=temperature,
+                       eos_id=eos_id, pad_id=pad_id, greedy=greedy)
+    return assemble(prompt_ids, prompt_mask, generated, eos_id, pad_id)
 
 
 def response_logits(model: PreTrainedModel, rollout: Rollout, temperature: float) -> torch.Tensor:

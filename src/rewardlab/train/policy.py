@@ -2,8 +2,8 @@
 
 Each step, top to bottom (``PolicyTrainer.step``):
 
-1. ``rollout``: sample G responses per prompt (HF ``generate`` with a KV cache), plus a greedy rollout for
-   ReMax;
+1. ``rollout``: sample G responses per prompt (the ``rollout_backend``: the lean decode loop or HF ``generate``),
+   plus a greedy rollout for ReMax;
 2. ``score``: log-probs under the policy and the reference, the KL, and the reward signal
    (``rewardlab.train.rl_reward``: the RM score, composite, missing-EOS penalty, shaped per token by
    ``rewardlab.rl.shapings``), with −β·KL folded into the per-token reward when the KL is in the reward;
@@ -154,7 +154,7 @@ class PolicyTrainer:
         return sample(self.ctx.accelerator.unwrap_model(self.policy), prompts,
                       max_new_tokens=self.ctx.config["task"]["max_new_tokens"], temperature=self.opts["temperature"],
                       eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id, device=self.ctx.device,
-                      greedy=greedy)
+                      greedy=greedy, backend=self.ctx.config["rollout_backend"])
 
     @property
     def reuses_update_logprobs(self) -> bool:

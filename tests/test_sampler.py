@@ -1,0 +1,121 @@
+"""The lean sampler (rewardlab.rl.sampler) against HF ``generate``, the reference implementation: the same
+tokens from the same random state (sampling at two temperatures, greedy), the exact distribution by a
+chi-square test against probabilities computed by teacher forcing, and the work it saves (finished rows leave
+the batch)."""
+
+import pytest
+import torch
+from scipy import stats
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from rewardlab import config as C
+from rewardlab.rl.rollout import sample
+
+EOS, PAD = 11, 0
+CPU = torch.device("cpu")
+PROMPTS = [[3, 4, 5], [6], [7, 8], [9, 10, 1, 2, 3, 4]]
+
+
+@pytest.fixture(scope="module")
+def lm() -> GPT2LMHeadModel:
+    """A random 2-layer GPT-2 over 12 tokens (EOS = 11): rows end at many different lengths."""
+    torch.manual_seed(1)
+    config = GPT2Config(vocab_size=12, n_layer=2, n_head=2, n_embd=32, n_positions=64, eos_token_id=EOS,
+                        bos_token_id=EOS, pad_token_id=PAD, initializer_range=0.2)
+    return GPT2LMHeadModel(config).eval()
+
+
+def draw(model, prompts, backend: str, seed: int, **options):
+    torch.manual_seed(seed)
+    return sample(model, prompts, max_new_tokens=options.pop("max_new_tokens", 16), eos_id=EOS, pad_id=PAD,
+                  device=CPU, backend=backend, **{"temperature": 1.0, **options})
+
+
+@pytest.mark.parametrize("options", [{}, {"temperature": 0.7}, {"greedy": True}], ids=["t1", "t0.7", "greedy"])
+def test_lean_sampler_draws_the_same_tokens_as_generate_from_the_same_seed(lm, options):
+    rows = [p for p in PROMPTS for _ in range(6)]
+    ended_early = 0
+    for seed in range(15):
+        lean, reference = draw(lm, rows, "lean", seed, **options), draw(lm, rows, "hf", seed, **options)
+        assert torch.equal(lean.input_ids, reference.input_ids), seed
+        assert torch.equal(lean.attention_mask, reference.attention_mask)
+        assert torch.equal(lean.response_mask, reference.response_mask)
+        assert torch.equal(lean.has_eos, reference.has_eos)
+        assert lean.prompt_width == reference.prompt_width
+        lengths = lean.lengths
+        ended_early += int((lengths < lengths.max()).sum())
+    if not options.get("greedy"):  # the comparison covered rows that left the batch before others
+        assert ended_early > 100
+    # the random stream is left where generate leaves it: the next draw is the same too
+    torch.manual_seed(99)
+    draw(lm, rows, "lean", 99, **options)
+    after_lean = torch.rand(3)
+    torch.manual_seed(99)
+    draw(lm, rows, "hf", 99, **options)
+    assert torch.equal(after_lean, torch.rand(3))
+
+
+@torch.no_grad()
+def test_lean_sampler_samples_softmax_over_temperature(lm):
+    """Two-token responses from one prompt, 6,000 draws, against p(y1) p(y2 | y1) from full forward passes."""
+    prompt, temperature, draws = [3, 4, 5], 0.8, 6000
+    torch.manual_seed(7)
+    rollout = sample(lm, [prompt] * draws, max_new_tokens=2, temperature=temperature, eos_id=EOS, pad_id=PAD,
+                     device=CPU, backend="lean")
+    responses = rollout.response_ids.tolist()
+    first = torch.softmax(lm(input_ids=torch.tensor([prompt])).logits[0, -1] / temperature, -1)
+    expected, observed = {}, {}
+    for y1 in range(12):
+        if y1 == EOS:
+            expected[(y1,)] = first[y1].item()
+            continue
+        second = torch.softmax(lm(input_ids=torch.tensor([prompt + [y1]])).logits[0, -1] / temperature, -1)
+        for y2 in range(12):
+            expected[(y1, y2)] = (first[y1] * second[y2]).item()
+    for row, mask in zip(responses, rollout.response_mask.tolist()):
+        key = tuple(t for t, m in zip(row, mask) if m)
+        observed[key] = observed.get(key, 0) + 1
+    assert set(observed) <= set(expected)
+    # cells with fewer than 5 expected draws are pooled into one
+    keys = sorted(expected, key=expected.get, reverse=True)
+    big = [k for k in keys if expected[k] * draws >= 5]
+    small = [k for k in keys if expected[k] * draws < 5]
+    f_exp = [expected[k] * draws for k in big] + [sum(expected[k] for k in small) * draws]
+    f_obs = [observed.get(k, 0) for k in big] + [sum(observed.get(k, 0) for k in small)]
+    result = stats.chisquare(f_obs, [e * draws / sum(f_exp) for e in f_exp])  # float32 sums to exactly draws
+    assert result.pvalue > 1e-3, (result, len(big))
+    # and the test has power: the distribution at another temperature is rejected
+    hot = torch.softmax(lm(input_ids=torch.tensor([prompt])).logits[0, -1] / 1.5, -1)
+    marginal_obs = [sum(v for k, v in observed.items() if k[0] == y) for y in range(12)]
+    hot = hot.double() / hot.double().sum()
+    assert stats.chisquare(marginal_obs, (hot * draws).tolist()).pvalue < 1e-6
+
+
+def test_lean_sampler_stops_computing_rows_that_ended(lm):
+    """Forward passes see fewer rows as rows end; generate keeps them all to the last step."""
+    rows = [p for p in PROMPTS for _ in range(8)]
+    seen: dict[str, list[int]] = {"lean": [], "hf": []}
+    for backend in seen:
+        handle = lm.transformer.h[0].register_forward_hook(
+            lambda module, args, output, backend=backend: seen[backend].append(args[0].shape[0]))
+        try:
+            rollout = draw(lm, rows, backend, 3)
+        finally:
+            handle.remove()
+    steps = rollout.response_ids.shape[1]
+    assert seen["hf"] == [len(rows)] * steps
+    assert seen["lean"][0] == len(rows) and len(seen["lean"]) == steps
+    assert seen["lean"] == sorted(seen["lean"], reverse=True) and seen["lean"][-1] < len(rows)
+    # each step's batch is the rows still going: those not ended before it
+    going = [int((rollout.lengths > t).sum()) for t in range(steps)]
+    assert seen["lean"] == going
+    assert sum(seen["lean"]) < 0.8 * sum(seen["hf"])
+
+
+def test_rollout_backend_is_a_checked_config_key():
+    assert C.validate({})["rollout_backend"] == "lean"
+    assert C.validate({"rollout_backend": "hf"})["rollout_backend"] == "hf"
+    with pytest.raises(C.ConfigError, match="rollout_backend"):
+        C.validate({"rollout_backend": "vllm-typo"})
+    with pytest.raises(ValueError, match="unknown rollout backend"):
+        sample(None, [[1]], max_new_tokens=1, temperature=1.0, eos_id=EOS, pad_id=PAD, device=CPU, backend="x")
