@@ -1,6 +1,7 @@
 """Benchmark: rewardlab's online RL loop against TRL's ``GRPOTrainer`` and ``RLOOTrainer`` on the same work.
 
-Fair by construction: the same GPT-2-style policy (4 layers, 256 wide, built from a config, briefly SFT-trained
+Fair by construction: the same GPT-2-style policy (4 layers, 256 wide, built as rewardlab builds its models —
+torch's fused tanh GELU —, briefly SFT-trained
 on SentiGram so responses end at realistic lengths, saved and loaded by both sides), the same reward model (a
 sequence-classification head on that backbone) scored through one function on the same token ids (TRL hands its
 reward function ``completion_ids``; the prompt's ids are the word-level tokenizer's, identical on both sides), the
@@ -53,11 +54,11 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
 
 def prepare(root: Path, n_layer: int, n_embd: int) -> dict[str, Path]:
     """SentiGram data, a policy briefly SFT-trained from a fresh config, and a reward model on its backbone."""
-    from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForSequenceClassification
 
     from rewardlab import config as C
     from rewardlab.data import preprocess
-    from rewardlab.models.build import NORMALISATION_KEY
+    from rewardlab.models.build import NORMALISATION_KEY, build_tiny_gpt
     from rewardlab.models.tokenizer import build_word_tokenizer
     from rewardlab.tasks import sentigram as sg
     from rewardlab.train import sft
@@ -70,10 +71,8 @@ def prepare(root: Path, n_layer: int, n_embd: int) -> dict[str, Path]:
     preprocess.STAGE.execute(cfg, root / "data")
     tokenizer = build_word_tokenizer(sg.VOCAB, sg.SPECIALS)
     torch.manual_seed(0)
-    base = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=n_layer, n_embd=n_embd, n_head=4,
-                                      n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                      bos_token_id=tokenizer.bos_token_id))
+    base = build_tiny_gpt(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                          n_layer=n_layer, n_head=4, n_embd=n_embd, n_positions=128)
     base.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
     cfg["model"]["name_or_path"] = str(root / "base")

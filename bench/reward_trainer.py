@@ -1,6 +1,7 @@
 """Benchmark: rewardlab's reward-model trainer against TRL's ``RewardTrainer`` on the same model and tokens.
 
-Fair by construction: the same GPT-2-style backbone (built from a config and ``save_pretrained``, no download),
+Fair by construction: the same GPT-2-style backbone (built as rewardlab builds its models — torch's fused tanh
+GELU — and ``save_pretrained``, no download),
 the **same token sequences** on both sides (the pairs are tokenised once, as rewardlab's reward stage does,
 and TRL receives them pre-tokenised as ``chosen_ids``/``rejected_ids``), the same batch size, epochs, learning
 rate, warm-up and maximum length; TRL's defaults that cost it time and that rewardlab does not do are switched
@@ -66,17 +67,14 @@ def long_tailed(pairs: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
 
 
 def build_model(folder: Path, n_layer: int, n_embd: int) -> None:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
+    from rewardlab.models.build import build_tiny_gpt
     from rewardlab.models.tokenizer import build_word_tokenizer
     from rewardlab.tasks import sentigram as sg
 
     tokenizer = build_word_tokenizer(sg.VOCAB, sg.SPECIALS)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=n_layer, n_embd=n_embd, n_head=4,
-                                       n_positions=256, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                       bos_token_id=tokenizer.bos_token_id))
+    model = build_tiny_gpt(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                           n_layer=n_layer, n_head=4, n_embd=n_embd, n_positions=256)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 

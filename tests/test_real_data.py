@@ -329,7 +329,9 @@ def test_head_outputs_read_the_last_hidden_states_of_each_family(family, tiny_mo
     through the score head, computed independently, for every family; padding on the right as in training."""
     import torch
 
-    from rewardlab.models.build import head_outputs, position_ids_from_mask, reward_model_from_backbone
+    from rewardlab.models.build import head_outputs, reward_model_from_backbone
+    from rewardlab.models.packing import packs_sequences
+    from rewardlab.tensors import position_ids_from_mask
 
     model = reward_model_from_backbone(tiny_models[family], seed=0).eval()
     model.config.pad_token_id = 0
@@ -340,8 +342,11 @@ def test_head_outputs_read_the_last_hidden_states_of_each_family(family, tiny_mo
         hidden, outputs = head_outputs(model, ids, mask)
         reference = model.base_model(input_ids=ids, attention_mask=mask,
                                      position_ids=position_ids_from_mask(mask)).last_hidden_state
-    assert torch.allclose(hidden, reference, atol=1e-6)
-    assert torch.allclose(outputs, model.score(reference), atol=1e-6) and outputs.shape == (3, 9, 1)
+    assert packs_sequences(model)  # every family keeps packed sequences apart: the pass was padding-free
+    real = mask.bool()
+    assert torch.allclose(hidden[real], reference[real], atol=1e-5)
+    assert torch.allclose(outputs[real], model.score(reference)[real], atol=1e-5) and outputs.shape == (3, 9, 1)
+    assert (outputs[~real] == 0).all()
 
 
 def test_hh_single_and_multi_turn_prompts_render_alike_without_a_chat_template(tiny_models, tmp_path):

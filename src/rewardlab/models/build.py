@@ -20,7 +20,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from rewardlab.tensors import last_token_index, position_ids_from_mask
+from rewardlab.models.packing import forward as packed_forward
+from rewardlab.tensors import last_token_index
 
 # Post-hoc RM normalisation (§1.12) lives in the model's config.json under this key.
 NORMALISATION_KEY = "rewardlab_reward_normalisation"
@@ -30,11 +31,14 @@ ATTRIBUTE_KEY = "rewardlab_attribute_combination"
 
 def build_tiny_gpt(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, n_layer: int, n_head: int,
                    n_embd: int, n_positions: int) -> GPT2LMHeadModel:
-    """A small GPT-2 trained from scratch. Dropout is off everywhere (pitfall §6.3)."""
+    """A small GPT-2 trained from scratch. Dropout is off everywhere (pitfall §6.3). Its GELU is torch's fused
+    tanh approximation (``gelu_pytorch_tanh``): GPT-2's own ``gelu_new`` is the same function written as five
+    Python-level tensor operations."""
     config = GPT2Config(
         vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
         bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, tie_word_embeddings=True,
+        activation_function="gelu_pytorch_tanh",
     )
     return GPT2LMHeadModel(config)
 
@@ -106,13 +110,13 @@ def head_outputs(model: torch.nn.Module, input_ids: torch.Tensor,
 
     handle = head.register_forward_hook(keep)
     try:
-        # use_cache=False: a scoring or training pass never continues, so no key/value cache is built
-        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
-              use_cache=False)
+        _, packing = packed_forward(model, input_ids, attention_mask)  # padding-free when the model allows it
     finally:
         handle.remove()
     if captured["outputs"].dim() != 3:
         raise TypeError(f"{type(head).__name__} head was not applied per position; cannot read token values")
+    if packing is not None:
+        return packing.unpack(captured["hidden"]), packing.unpack(captured["outputs"])
     return captured["hidden"], captured["outputs"]
 
 

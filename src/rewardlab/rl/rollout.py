@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, PreTrainedModel
 
+from rewardlab.models.packing import forward as packed_forward
 from rewardlab.rl.sampler import decode
-from rewardlab.tensors import pad_left, position_ids_from_mask
+from rewardlab.tensors import pad_left
 
 
 @dataclass
@@ -127,11 +128,12 @@ def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new
 
 
 def response_logits(model: PreTrainedModel, rollout: Rollout, temperature: float) -> torch.Tensor:
-    """Logits ÷ temperature at the positions that predict response tokens: (B, R, V)."""
-    out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                position_ids=position_ids_from_mask(rollout.attention_mask), use_cache=False)  # no cache to keep
-    logits = out.logits[:, rollout.prompt_width - 1 : -1, :].float()
-    return logits / temperature
+    """Logits ÷ temperature at the positions that predict response tokens: (B, R, V); one padding-free pass
+    when the model allows it (``rewardlab.models.packing``; zeros where the response is padding)."""
+    out, packing = packed_forward(model, rollout.input_ids, rollout.attention_mask)
+    columns = slice(rollout.prompt_width - 1, -1)
+    logits = out.logits[:, columns] if packing is None else packing.unpack(out.logits, columns)
+    return logits.float() / temperature
 
 
 def token_logprobs(logp_all: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:

@@ -78,7 +78,7 @@ class Critic:
     def __init__(self, rm_dir: Path, lr: float):
         self.model = load_reward_model(rm_dir)
         self.mean, self.std = reward_normalisation(self.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, eps=1e-5, fused=True)
 
     def values(self, rollout: Rollout) -> torch.Tensor:
         """V(s_t) for each response token t: the head at the position before y_t."""
@@ -103,7 +103,7 @@ class PolicyTrainer:
         self.reference = load_policy(sft).to(device).eval().requires_grad_(False)
         self.reward = RewardSignal(ctx.config, opts, shaping, rm, self.gold, device, dpo, self.reference,
                                    prompt_references)
-        optimizer = torch.optim.Adam(policy.parameters(), lr=opts["lr"], eps=1e-5)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=opts["lr"], eps=1e-5, fused=True)
         self.policy, self.optimizer = accelerator.prepare(policy, optimizer)
         self.critic = Critic(rm, opts["value_lr"]) if self.algo.uses_critic else None
         if self.critic is not None:

@@ -2,7 +2,7 @@
 
 Each stage gives the loop a model, a ``Schedule`` and a ``step`` function that turns a mini-batch (indices
 into the stage's examples) into a loss and a few statistics; the loop owns everything else, the same way for
-all three: AdamW, the learning-rate schedule (linear warm-up over ``warmup_ratio`` of the steps, then linear
+all three: AdamW (fused), the learning-rate schedule (linear warm-up over ``warmup_ratio`` of the steps, then linear
 decay to 0), ``epoch_batches`` order (seeded per epoch, so a resumed run sees the same batches), one
 optimiser step per mini-batch, the progress bar, resumable checkpoints, and the history rows
 ``{step, epoch, loss, <stats>, lr}`` (plus what ``epoch_end`` adds at the end of each epoch).
@@ -48,7 +48,8 @@ def train_supervised(ctx: StageContext, model: torch.nn.Module, schedule: Schedu
                      ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """Train ``model`` and return it as prepared by Accelerate (unwrap it to read it) with its history."""
     accelerator = ctx.accelerator
-    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay,
+                                  fused=True)  # one kernel for all parameters
     scheduler = warmup_linear_decay(optimizer, schedule.total_steps, schedule.warmup_ratio)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
