@@ -132,6 +132,32 @@ def test_reward_stage_trains_every_label_shape(tiny_pipeline, loss, tmp_path):
     assert score.shape == (1,) and torch.isfinite(score).all()
 
 
+def test_several_seeds_in_one_process_give_each_run_its_own_results(tiny_pipeline, tmp_path):
+    """``--seeds 1,0`` (resources.reward.seeds_per_job): two runs one after another in one process write the
+    same files as one process each, model weights included."""
+    import json
+
+    from rewardlab.train import reward
+
+    p = tiny_pipeline
+    common = ["--config", json.dumps(p["config"]), "--loss", "bt", "--labels", str(p["labels"]), "--pool",
+              str(p["pool"]), "--sft", str(p["sft"])]
+    reward.STAGE.main(common + ["--seeds", "1,0", "--out", str(tmp_path / "together-s{seed}"),
+                                "--eval-out", str(tmp_path / "eval-together-s{seed}")])
+    for seed in (0, 1):
+        reward.STAGE.main(common + ["--seed", str(seed), "--out", str(tmp_path / f"alone-s{seed}"),
+                                    "--eval-out", str(tmp_path / f"eval-alone-s{seed}")])
+        for folder, names in (("", ("metrics.json", "history.csv", "model.safetensors")),
+                              ("eval-", ("metrics.json", "bon.csv"))):
+            for name in names:
+                together = (tmp_path / f"{folder}together-s{seed}" / name).read_bytes()
+                assert together == (tmp_path / f"{folder}alone-s{seed}" / name).read_bytes(), (seed, folder, name)
+    assert (tmp_path / "together-s0" / "metrics.json").read_bytes() != (tmp_path / "together-s1" /
+                                                                       "metrics.json").read_bytes()
+    with pytest.raises(SystemExit):  # several runs need '{seed}' in --out
+        reward.STAGE.main(common + ["--seeds", "0,1", "--out", str(tmp_path / "one-folder")])
+
+
 def test_ensemble_scores_aggregate_members(tiny_pipeline, tmp_path):
     import copy
 

@@ -182,19 +182,23 @@ STUDY = {
     "bon": {"num_prompts": 16, "samples_per_prompt": 8},
     "reward": {"losses": ["bt_margin"], "epochs": 1, "ensemble": {"members": 2, "aggregate": "uwo"}},
     "policy": {"algorithms": []},
-    "resources": {"reward": {"threads": 1}},
+    # both seeds of a (loss, noise) in one job and one process: one output folder per run all the same
+    "resources": {"reward": {"threads": 1, "seeds_per_job": 2}},
 }
 
 
 @pytest.mark.workflow
 def test_reward_model_study_sweeps_losses_noise_and_seeds(quick_run):
-    """A small loss study (RM-only: no RL) reuses the quick data and SFT and fans out by wildcards."""
+    """A small loss study (RM-only: no RL) reuses the quick data and SFT and fans out by wildcards, with both
+    seeds of each (loss, noise) trained in one job (resources.reward.seeds_per_job)."""
     import yaml
 
     (quick_run / "study.yaml").write_text(yaml.safe_dump(STUDY))
     shutil.copytree(quick_run / "results/quick/sft", quick_run / "results/study/sft")
     snakemake(quick_run, "--configfile", "study.yaml")
     results = quick_run / "results/study"
+    assert sorted(p.name for p in (results / "logs/reward").iterdir()) == ["bt_margin-eps0.0-s0-1.log",
+                                                                            "bt_margin-eps0.25-s0-1.log"]
     runs = [f"{loss}-{noise}-s{seed}" for loss in STUDY["reward"]["losses"] for noise in ("eps0.0", "eps0.25")
             for seed in (0, 1)]
     for run in runs:

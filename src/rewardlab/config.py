@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 2000, "runtime": 30, "gpu": 0}
+RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 2000, "runtime": 30, "gpu": 0, "seeds_per_job": 1}
 STAGES = ("preprocess", "sft", "pool", "label", "reward", "policy", "evaluate")
 
 

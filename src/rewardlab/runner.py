@@ -145,6 +145,12 @@ class Stage:
         parser.add_argument("--checkpoint-every", type=int, default=0,
                             help="Steps between resumable checkpoints in <out>/.checkpoint/ (0: none).")
         for arg in self.arguments:
+            if arg.flag == "--seed":  # one run, or several in this process (--seeds)
+                seeds = parser.add_mutually_exclusive_group(required=arg.required)
+                seeds.add_argument("--seed", type=arg.type, help=arg.help, default=arg.default)
+                seeds.add_argument("--seeds", type=seed_list, help="Several runs, one after another in this "
+                                   "process, e.g. 0,1,2: every path argument holding '{seed}' is filled per run.")
+                continue
             parser.add_argument(arg.flag, type=arg.type, help=arg.help, required=arg.required, default=arg.default,
                                 choices=arg.choices)
         return parser
@@ -153,7 +159,33 @@ class Stage:
         args = vars(self.parser().parse_args(argv))
         config = parse_config(args.pop("config"))
         out, threads, every = args.pop("out"), args.pop("threads"), args.pop("checkpoint_every")
-        return self.execute(config, out, threads=threads, checkpoint_every=every, **args)
+        seeds = args.pop("seeds", None)
+        if seeds is None:
+            return self.execute(config, out, threads=threads, checkpoint_every=every, **args)
+        if len(seeds) > 1 and "{seed}" not in str(out):
+            listed = ",".join(map(str, seeds))
+            raise SystemExit(f"--seeds {listed}: --out {out} has no '{{seed}}' to tell the runs apart")
+        for seed in seeds:  # each run seeds everything itself (execute), as it would in a process of its own
+            paths = {key: for_seed(value, seed) for key, value in args.items() if isinstance(value, Path)}
+            result = self.execute(config, for_seed(out, seed), threads=threads, checkpoint_every=every,
+                                  **{**args, **paths, "seed": seed})
+        return result
+
+
+def seed_list(text: str) -> list[int]:
+    """An argument type: comma-separated seeds."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected comma-separated integers") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: a seed is repeated")
+    return seeds
+
+
+def for_seed(path: Path, seed: int) -> Path:
+    """``path`` with ``{seed}`` replaced (a path without it is shared by the runs)."""
+    return Path(str(path).replace("{seed}", str(seed)))
 
 
 def parse_config(text: str) -> dict[str, Any]:

@@ -71,6 +71,12 @@ def launcher(stage):
 LAUNCH = {stage: launcher(stage) for stage in ("sft", "reward", "policy")}
 
 
+def seed_groups(stage):
+    """config seeds in chunks of resources.<stage>.seeds_per_job: the seeds one job trains."""
+    size = res(stage, "seeds_per_job")
+    return [SEEDS[i : i + size] for i in range(0, len(SEEDS), size)]
+
+
 def model_files(folder, causal=False):
     """The files of a Hugging Face model folder (a causal LM also saves its generation config)."""
     names = ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"]
