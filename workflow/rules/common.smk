@@ -71,6 +71,14 @@ def launcher(stage):
 LAUNCH = {stage: launcher(stage) for stage in ("sft", "reward", "policy")}
 
 
+def reward_outputs(seed):
+    """One run's files: the reward model folder and its evaluation (eval/rm/<run>/)."""
+    run = f"{{loss}}-{{noise}}-s{seed}"
+    return (model_files(f"{RESULTS}/rm/{run}") + stage_files(f"{RESULTS}/rm/{run}")
+            + [f"{RESULTS}/rm/{run}/history.csv"]
+            + [f"{RESULTS}/eval/rm/{run}/{name}" for name in ("metrics.json", "calibration.csv", "bon.csv")])
+
+
 def seed_groups(stage):
     """config seeds in chunks of resources.<stage>.seeds_per_job: the seeds one job trains."""
     size = res(stage, "seeds_per_job")

@@ -2,14 +2,6 @@
 # ToyRewardBench, best-of-n): on the tiny models, starting Python with torch and transformers costs more than
 # the evaluation, and a loss study has a hundred of these. `python -m rewardlab.evaluate.reward_model`
 # re-evaluates a saved model on its own.
-def reward_outputs(seed):
-    """One run's files: the reward model folder and its evaluation (eval/rm/<run>/)."""
-    run = f"{{loss}}-{{noise}}-s{seed}"
-    return (model_files(f"{RESULTS}/rm/{run}") + stage_files(f"{RESULTS}/rm/{run}")
-            + [f"{RESULTS}/rm/{run}/history.csv"]
-            + [f"{RESULTS}/eval/rm/{run}/{name}" for name in ("metrics.json", "calibration.csv", "bon.csv")])
-
-
 REWARD_INPUT = dict(
     sft=model_files(f"{RESULTS}/sft"),
     labels=label_file,
