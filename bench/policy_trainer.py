@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _environment import environment, write_result
+from _environment import environment, interleaved, write_result
 
 GROUP, COMPLETIONS, NEW_TOKENS, BETA = 8, 32, 24, 0.04
 
@@ -204,22 +203,16 @@ def compare(root: Path, paths: dict[str, Path], algorithm: str, peak: float, arg
     n_policy = non_embedding_parameters(AutoModelForCausalLM.from_pretrained(paths["sft"]))
     n_rm = non_embedding_parameters(AutoModelForSequenceClassification.from_pretrained(paths["rm"]))
     prompt_tokens = statistics.mean(len(r["prompt"].split()) for r in read_jsonl(paths["data"] / "prompts_train.jsonl"))
-    runs: dict[str, list[dict]] = {"rewardlab": [], "trl": []}
-    for repeat in range(args.repeats):
-        for side in ("rewardlab", "trl"):
-            load = os.getloadavg()[0]
-            work = root / f"{algorithm}-{side}-{repeat}"
-            work.mkdir()
-            run = (run_rewardlab if side == "rewardlab" else run_trl)(work, paths, algorithm, args)
-            completions = COMPLETIONS * args.steps
-            flops = args.steps * loop_flops(n_policy, n_rm, prompt_tokens, run["completion_tokens"] / args.steps,
-                                            COMPLETIONS)
-            run.update({"completions_per_second": completions / run["train_seconds"],
-                        "generated_tokens_per_second": run["completion_tokens"] / run["train_seconds"],
-                        "fraction_of_matmul_peak": flops / run["train_seconds"] / peak,
-                        "load_average_1min_before": load})
-            runs[side].append(run)
-            print(algorithm, side, repeat, json.dumps(run), flush=True)
+
+    def measured(side: str, work: Path) -> dict:
+        run = (run_rewardlab if side == "rewardlab" else run_trl)(work, paths, algorithm, args)
+        flops = args.steps * loop_flops(n_policy, n_rm, prompt_tokens, run["completion_tokens"] / args.steps,
+                                        COMPLETIONS)
+        return run | {"completions_per_second": COMPLETIONS * args.steps / run["train_seconds"],
+                      "generated_tokens_per_second": run["completion_tokens"] / run["train_seconds"],
+                      "fraction_of_matmul_peak": flops / run["train_seconds"] / peak}
+
+    runs = interleaved(root, algorithm, args.repeats, measured)
     medians = {side: statistics.median(r["train_seconds"] for r in rs) for side, rs in runs.items()}
     return {"algorithm": algorithm, "runs": runs, "median_train_seconds": medians,
             "median_completions_per_second": {s: COMPLETIONS * args.steps / m for s, m in medians.items()},

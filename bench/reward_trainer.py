@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import tempfile
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from _environment import environment, write_result
+from _environment import environment, interleaved, write_result
 
 
 def make_pairs(n: int, seed: int) -> list[dict[str, str]]:
@@ -168,21 +167,15 @@ def compare(root: Path, name: str, train: list, test: list, args) -> dict:
     """Interleaved repeats of both trainers on one dataset; medians and their ratio."""
     chosen_ids, rejected_ids = tokenise(root / "model", train)
     lengths = [len(ids) for ids in chosen_ids + rejected_ids]
-    runs: dict[str, list[dict]] = {"rewardlab": [], "trl": []}
-    for repeat in range(args.repeats):
-        for side in ("rewardlab", "trl"):
-            load = os.getloadavg()[0]
-            work = root / f"{name}-{side}-{repeat}"
-            work.mkdir()
-            if side == "rewardlab":
-                run = run_rewardlab(work, root / "model", train, args)
-                run["held_out_accuracy"] = held_out_accuracy(work / "rm-rewardlab", test)
-            else:
-                run = run_trl(work, root / "model", chosen_ids, rejected_ids, args)
-                run["held_out_accuracy"] = held_out_accuracy(work / "rm-trl", test)
-            run["load_average_1min_before"] = load
-            runs[side].append(run)
-            print(name, side, repeat, json.dumps(run), flush=True)
+
+    def measured(side: str, work: Path) -> dict:
+        if side == "rewardlab":
+            run = run_rewardlab(work, root / "model", train, args)
+        else:
+            run = run_trl(work, root / "model", chosen_ids, rejected_ids, args)
+        return run | {"held_out_accuracy": held_out_accuracy(work / f"rm-{side}", test)}
+
+    runs = interleaved(root, name, args.repeats, measured)
     medians = {side: statistics.median(r["train_seconds"] for r in rs) for side, rs in runs.items()}
     return {"dataset": name, "pairs": len(train), "tokens_per_sequence": {
                 "mean": statistics.mean(lengths), "min": min(lengths), "max": max(lengths)},

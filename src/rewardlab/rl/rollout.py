@@ -70,7 +70,7 @@ def neutral_generation_config(model: PreTrainedModel, eos_id: int, pad_id: int) 
         model.generation_config = saved
 
 
-ROLLOUT_BACKENDS = ("lean", "hf")  # policy.rollout_backend: the lean decode loop (sampler.py) or HF generate
+ROLLOUT_BACKENDS = ("lean", "hf")  # the config's rollout_backend: the lean decode loop (sampler.py) or HF generate
 
 
 @torch.no_grad()
