@@ -226,16 +226,20 @@ def test_rerun_of_the_same_config_gives_byte_identical_metrics(quick_run):
     """Every random source is seeded from the config, and torch's threads come from the config, not from
     --cores: a forced rerun at --cores 1 of every stage on the way to PPO's evaluation (preprocess, SFT, pool,
     labels, reward model and its evaluation, policy, policy evaluation) reproduces every byte of the run at
-    --cores 2. (The other policy and the summary run the same code on other inputs.)"""
+    --cores 2. The first run's jobs started warm (forked from rewardlab.warmstart's server), the rerun's each in a
+    fresh interpreter (warm_start=False). (The other policy and the summary run the same code on other inputs.)"""
     before = all_metrics(quick_run)
     assert len(before) >= 10
+    ppo_run = quick_run / "results/quick/policy/ppo-sparse-bt-eps0.0-s0/run.json"
+    assert json.loads(ppo_run.read_text())["warm_start"] is True
     started = time.time()
-    snakemake(quick_run, "--forceall", "--", "results/quick/eval/policy/ppo-sparse-bt-eps0.0-s0/metrics.json",
-              cores=1)
+    snakemake(quick_run, "--forceall", "--config", "warm_start=False", "--",
+              "results/quick/eval/policy/ppo-sparse-bt-eps0.0-s0/metrics.json", cores=1)
     after = all_metrics(quick_run)
     rerun = [name for name in after if (quick_run / name).stat().st_mtime >= started]
     assert len(rerun) >= 8, rerun
     assert after == before
+    assert json.loads(ppo_run.read_text())["warm_start"] is False
 
 
 @pytest.mark.workflow

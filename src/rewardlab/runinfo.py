@@ -156,6 +156,8 @@ def write_run_info(out_dir: str | Path, stage: str, config: Mapping[str, Any], s
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "wall_time_s": round(time.time() - started, 3),
+        # Forked from the warm-start server (rewardlab.warmstart) rather than started in a fresh interpreter.
+        "warm_start": getattr(sys.modules.get("rewardlab.warmstart"), "FORKED_FROM", None) is not None,
         **_peak_memory(),
         "argv": sys.argv,
     }

@@ -23,6 +23,29 @@ envvars:
     "REWARDLAB_PYTHON",
 
 
+# Warm starts (config warm_start, rewardlab.warmstart): for a local run, onstart starts a process that imports
+# torch, transformers and rewardlab once, and points $REWARDLAB_PYTHON at a client that has it fork each
+# `-m rewardlab.…` job. The commands are the same text either way, so switching it reruns nothing.
+WARM_START = []
+
+
+onstart:
+    if config["warm_start"] and workflow.local_exec and not workflow.remote_exec:
+        from rewardlab import warmstart
+
+        WARM_START.append(warmstart.start())
+
+
+onsuccess:
+    for server in WARM_START:
+        server.stop()
+
+
+onerror:
+    for server in WARM_START:
+        server.stop()
+
+
 # Real preference data (data.source) or the embedded SentiGram task: real data brings its own pairs, so the
 # toy's pool and label stages give way to files that preprocess writes under DATA.
 REAL = is_real_data(config)
