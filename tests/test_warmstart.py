@@ -162,3 +162,14 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_warm_starts_stay_off_on_a_machine_with_a_gpu(monkeypatch):
+    """Not yet checked with CUDA in a forked child: a GPU device turns warm starts off (the workflow's onstart)."""
+    import glob
+
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    assert not warmstart.gpu_present()
+    monkeypatch.setattr(glob, "glob", lambda pattern: ["/dev/nvidia0"] if pattern.startswith("/dev/nvidia") else [])
+    assert warmstart.gpu_present()

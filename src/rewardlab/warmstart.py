@@ -22,8 +22,8 @@ sent back to start cold.
 
 The server lives for one Snakemake run: ``onsuccess``/``onerror`` stop it, and it ends itself when Snakemake
 is gone; a job whose client is killed (Snakemake cancelling it) has its child killed. It serves the local
-executor only (``resources`` on a cluster start their own Python on other machines); ``warm_start: false``
-turns it off. Its socket lives in a private (0700) temporary folder.
+executor only (cluster executors start their jobs on other machines), on machines without a GPU
+(:func:`gpu_present`); ``warm_start: false`` turns it off. Its socket lives in a private (0700) temporary folder.
 """
 
 from __future__ import annotations
@@ -131,6 +131,15 @@ class WarmStart:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA or AMD GPU device. Warm starts stay off there: a forked child can use
+    CUDA only if the server never initialised it, and whether an import initialises it (``torch.cuda
+    .is_available()`` at import time in some library) has not been checked on a GPU yet."""
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd"))
 
 
 def start(environ: dict[str, str] | None = None, python_variable: str = "REWARDLAB_PYTHON") -> WarmStart:

@@ -30,9 +30,9 @@ WARM_START = []
 
 
 onstart:
-    if config["warm_start"] and workflow.local_exec and not workflow.remote_exec:
-        from rewardlab import warmstart
+    from rewardlab import warmstart
 
+    if config["warm_start"] and workflow.local_exec and not workflow.remote_exec and not warmstart.gpu_present():
         WARM_START.append(warmstart.start())
 
 
