@@ -93,6 +93,17 @@ def test_exit_status_streams_and_directory_are_the_jobs(server, tmp_path):
     assert not children(handle.process.pid)  # every child was reaped
 
 
+def test_a_malformed_command_is_sent_back_to_start_cold(server):
+    import socket
+
+    handle, environ = server
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(environ[warmstart.SOCKET_ENV])
+        conn.sendall(b"\x00\x00\x00\x05{bad}")
+        assert conn.recv(16) == b"C"
+    assert handle.process.poll() is None  # the server goes on
+
+
 def test_commands_other_than_rewardlab_modules_run_in_the_real_interpreter(server):
     handle, environ = server
     proc = python(environ, "-c", "import os, sys; print(sys.executable, os.getppid())")

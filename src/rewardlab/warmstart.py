@@ -239,23 +239,27 @@ def _take(conn: socket.socket, seen: dict[str, str], set_by_imports: dict[str, s
     """Read one command and fork its child; send it back to start cold when its environment differs from
     ``seen`` in a variable that libraries read when imported."""
     conn.settimeout(30)
+    fds: list[int] = []
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
         size = _HEADER.unpack(data[:_HEADER.size])[0]
         data = data[_HEADER.size:]
         data += _receive_exactly(conn, size - len(data))
         request = json.loads(data)
-    except (OSError, ValueError, struct.error) as err:
-        print(f"rewardlab warm start: a malformed command ({err!r})", file=sys.stderr)
+        cold = len(fds) != 3 or bool(import_time_differences(request["env"], seen))
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
+        print(f"rewardlab warm start: a malformed command, sent back to start cold ({err!r})", file=sys.stderr)
+        cold = True
+    if cold:  # no child was started: the client runs the command in a fresh interpreter
+        for fd in fds:
+            os.close(fd)
+        try:
+            conn.sendall(_COLD)
+        except OSError:
+            pass
         conn.close()
         return None
     conn.settimeout(None)
-    if len(fds) != 3 or import_time_differences(request["env"], seen):
-        for fd in fds:
-            os.close(fd)
-        conn.sendall(_COLD)
-        conn.close()
-        return None
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
