@@ -40,9 +40,9 @@ SOCKET_ENV = "REWARDLAB_WARM_START_SOCKET"
 # forked child would run with the server's values, so a job whose values differ starts cold.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "BLIS_", "CUDA_", "NVIDIA_", "NCCL_", "PYTORCH_",
                    "TORCH", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "PYTHON", "LD_", "ACCELERATE_")
-# Except the thread counts Snakemake sets for every job (its threads): the child sets them at run time, on the
-# libraries that read them at import (threadpoolctl), before the stage sets torch's own from --threads.
-# Each variable with the threadpoolctl API it limits (Snakemake gives the BLAS ones the same value).
+# Except the thread counts Snakemake sets for every job (its threads): the child applies them at run time with
+# threadpoolctl, before the stage sets torch's own from --threads. Each maps to the threadpoolctl API it limits
+# (Snakemake gives the BLAS ones the same value).
 THREAD_ENV = {"OMP_NUM_THREADS": "openmp", "OPENBLAS_NUM_THREADS": "blas", "MKL_NUM_THREADS": "blas",
               "BLIS_NUM_THREADS": "blas"}
 # The stage modules the workflow runs; the server imports them (and so everything they import) before forking.
