@@ -6,10 +6,13 @@ the batch)."""
 import pytest
 import torch
 from scipy import stats
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 from rewardlab import config as C
+from rewardlab.rl.gpt2_decode import GPT2Decoder
 from rewardlab.rl.rollout import sample
+from rewardlab.rl.sampler import decode
+from rewardlab.tensors import pad_left, position_ids_from_mask
 
 EOS, PAD = 11, 0
 CPU = torch.device("cpu")
@@ -56,6 +59,49 @@ def test_lean_sampler_draws_the_same_tokens_as_generate_from_the_same_seed(lm, o
 
 
 @torch.no_grad()
+def test_direct_gpt2_steps_give_the_models_logits_and_tokens(lm):
+    """GPT2Decoder (the sampler's decode steps without the HF forward) against the model's forward: the same
+    logits bit for bit, through row removals, and the same tokens as decoding through the forward."""
+    assert GPT2Decoder.supports(lm)
+    ids, mask = pad_left(PROMPTS, PAD)
+    cache = DynamicCache(config=lm.config)
+    positions = position_ids_from_mask(mask)
+    lm(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+    decoder = GPT2Decoder(lm, cache, mask, max_new_tokens=4)
+    tokens, attention, position = torch.tensor([1, 2, 3, 4]), mask, positions[:, -1] + 1
+    for step, keep in enumerate([None, torch.tensor([0, 2, 3]), torch.tensor([1, 2])]):
+        if keep is not None:
+            decoder.select(keep)
+            cache.batch_select_indices(keep)
+            tokens, attention, position = tokens[keep], attention[keep], position[keep]
+        attention = torch.cat([attention, attention.new_ones((len(tokens), 1))], 1)
+        expected = lm(input_ids=tokens[:, None], attention_mask=attention, position_ids=position[:, None],
+                      cache=cache, use_cache=True).logits[:, -1]
+        assert torch.equal(decoder.step(tokens, position), expected), step
+        tokens, position = (tokens + 1) % 11, position + 1
+    rows = [p for p in PROMPTS for _ in range(6)]
+    ids, mask = pad_left(rows, PAD)
+    for seed in range(5):
+        drawn = []
+        for direct in (True, False):
+            torch.manual_seed(seed)
+            drawn.append(decode(lm, ids, mask, max_new_tokens=16, temperature=1.0, eos_id=EOS, pad_id=PAD,
+                                direct_steps=direct))
+        assert torch.equal(*drawn), seed
+
+
+def test_direct_gpt2_steps_apply_only_where_they_equal_the_forward():
+    config = GPT2Config(vocab_size=12, n_layer=1, n_head=2, n_embd=8, eos_token_id=EOS, pad_token_id=PAD)
+    assert GPT2Decoder.supports(GPT2LMHeadModel(config).eval())
+    assert not GPT2Decoder.supports(GPT2LMHeadModel(config).train())
+    crossed = GPT2Config(**{**config.to_dict(), "add_cross_attention": True})
+    assert not GPT2Decoder.supports(GPT2LMHeadModel(crossed).eval())
+    eager = GPT2Config(**config.to_dict())
+    eager._attn_implementation = "eager"
+    assert not GPT2Decoder.supports(GPT2LMHeadModel(eager).eval())
+
+
+@torch.no_grad()
 def test_lean_sampler_samples_softmax_over_temperature(lm):
     """Two-token responses from one prompt, 6,000 draws, against p(y1) p(y2 | y1) from full forward passes."""
     prompt, temperature, draws = [3, 4, 5], 0.8, 6000
@@ -96,7 +142,7 @@ def test_lean_sampler_stops_computing_rows_that_ended(lm):
     rows = [p for p in PROMPTS for _ in range(8)]
     seen: dict[str, list[int]] = {"lean": [], "hf": []}
     for backend in seen:
-        handle = lm.transformer.h[0].register_forward_hook(
+        handle = lm.transformer.h[0].ln_1.register_forward_hook(  # each pass, the model's or GPT2Decoder's
             lambda module, args, output, backend=backend: seen[backend].append(args[0].shape[0]))
         try:
             rollout = draw(lm, rows, backend, 3)

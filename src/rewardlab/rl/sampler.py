@@ -20,6 +20,7 @@ import inspect
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from rewardlab.rl.gpt2_decode import GPT2Decoder
 from rewardlab.tensors import position_ids_from_mask
 
 
@@ -32,9 +33,14 @@ def _forward_keywords(model: PreTrainedModel) -> tuple[str, bool]:
 
 @torch.no_grad()
 def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
-           temperature: float, eos_id: int, pad_id: int, greedy: bool = False) -> torch.Tensor:
+           temperature: float, eos_id: int, pad_id: int, greedy: bool = False,
+           direct_steps: bool = True) -> torch.Tensor:
     """Responses (B, S) for left-padded prompts, S the number of decoding steps taken (at most
-    ``max_new_tokens``; fewer when every row has ended). A row that ended holds ``pad_id`` after its EOS."""
+    ``max_new_tokens``; fewer when every row has ended). A row that ended holds ``pad_id`` after its EOS.
+
+    The prompt goes through the model's forward; each decoding step after it through ``GPT2Decoder`` when the
+    model supports it and ``direct_steps`` is on (the same numbers without the forward's per-call overhead),
+    through the model's forward otherwise."""
     cache_keyword, keeps_logits = _forward_keywords(policy)
     last_only = {"logits_to_keep": 1} if keeps_logits else {}
     rows = prompt_ids.shape[0]
@@ -45,16 +51,18 @@ def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
     positions = position_ids_from_mask(prompt_mask)
     out = policy(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
                  **{cache_keyword: cache}, **last_only)
+    direct = GPT2Decoder(policy, cache, prompt_mask, max_new_tokens) if direct_steps and GPT2Decoder.supports(
+        policy) else None
+    logits = out.logits[:, -1]
     responses = torch.full((rows, max(max_new_tokens, 1)), pad_id, dtype=torch.long, device=device)
     active = torch.arange(rows, device=device)  # the rows still being decoded, in batch order
     attention, next_position = prompt_mask, positions[:, -1] + 1
     steps = 0
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
         if greedy:
-            tokens = logits.argmax(-1)
+            tokens = logits.float().argmax(-1)
         else:
-            probs = torch.softmax(logits / temperature, dim=-1)
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
             if len(active) < rows:  # ended rows sample from a point mass: the random stream generate consumes
                 everything = torch.zeros((rows, probs.shape[-1]), dtype=probs.dtype, device=device)
                 everything[:, pad_id] = 1.0
@@ -70,11 +78,17 @@ def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
             break
         if not bool(going.all()):
             keep = going.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
+            if direct is not None:
+                direct.select(keep)
+            else:
+                cache.batch_select_indices(keep)
             active, tokens, attention, next_position = active[keep], tokens[keep], attention[keep], next_position[keep]
-        attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
-        out = policy(input_ids=tokens[:, None], attention_mask=attention, position_ids=next_position[:, None],
-                     use_cache=True, **{cache_keyword: cache})
+        if direct is not None:
+            logits = direct.step(tokens, next_position)
+        else:
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+            logits = policy(input_ids=tokens[:, None], attention_mask=attention, position_ids=next_position[:, None],
+                            use_cache=True, **{cache_keyword: cache}).logits[:, -1]
         next_position = next_position + 1
     policy.train(was_training)
     return responses[:, :steps]
