@@ -128,25 +128,26 @@ def run_rewardlab(root: Path, paths: dict[str, Path], algorithm: str, args) -> d
 
 
 def reward_function(paths: dict[str, Path]):
-    """TRL's reward function: rewardlab's RewardScorer (normalised score) on prompt ids + completion ids, the
-    same call the rewardlab loop makes."""
+    """TRL's reward function: rewardlab's RewardScorer (normalised score) on prompt ids + completion ids, laid
+    out as a rewardlab rollout (left-padded prompts, then right-padded completions) and scored by the same call
+    the rewardlab loop makes, the group's shared prompt run once (``prompt_width``)."""
     from transformers import AutoTokenizer
 
     from rewardlab.models.reward import RewardScorer
+    from rewardlab.tensors import pad_left, pad_right
 
     tokenizer = AutoTokenizer.from_pretrained(paths["rm"])
     scorer = RewardScorer(paths["rm"], "cpu")
 
     def score(prompts, completions, completion_ids, **kwargs):
-        prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        rows = [p + list(c) for p, c in zip(prompt_ids, completion_ids)]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+        prompt_ids, prompt_mask = pad_left(tokenizer(list(prompts), add_special_tokens=False)["input_ids"],
+                                           tokenizer.pad_token_id)
+        completion, completion_mask = pad_right([list(c) or [tokenizer.pad_token_id] for c in completion_ids],
+                                                tokenizer.pad_token_id)
+        completion_mask = completion_mask * torch.tensor([[bool(c)] for c in completion_ids])
+        ids, mask = torch.cat([prompt_ids, completion], 1), torch.cat([prompt_mask, completion_mask], 1)
         with torch.no_grad():
-            return scorer.normalised(ids, mask).tolist()
+            return scorer.normalised(ids, mask, prompt_width=prompt_ids.shape[1]).tolist()
 
     return score
 

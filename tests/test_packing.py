@@ -1,13 +1,14 @@
 """Padding-free passes (rewardlab.models.packing): the layout, the values and gradients against the padded pass on a
-tiny GPT-2 (causal LM and reward head), and the fall-back for a model that lets packed sequences see each
-other."""
+tiny GPT-2 (causal LM and reward head), shared prompts (each prompt run once for its rows) likewise, and the
+fall-backs for a model that lets packed sequences see each other."""
 
+import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from rewardlab.models.build import head_outputs
-from rewardlab.models.packing import forward, pack, packs_sequences
+from rewardlab.models.packing import forward, pack, packs_sequences, share_prompts, shares_prompts
 from rewardlab.rl.rollout import Rollout, logprobs_and_entropy
 from rewardlab.tensors import position_ids_from_mask
 
@@ -107,4 +108,76 @@ def test_a_model_that_mixes_packed_rows_takes_the_padded_pass():
     assert not packs_sequences(model)
     ids, mask = batch()
     out, packing = forward(model, ids, mask)
+    assert packing is None and out.logits.shape == (*ids.shape, 20)
+
+
+def grouped_batch() -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A policy-gradient batch: three prompts (4, 2 and 3 tokens, left-padded to 4 columns), each with four
+    responses of 0 to 9 tokens (right-padded)."""
+    generator = torch.Generator().manual_seed(3)
+    width, rows = 4, []
+    for length in (4, 2, 3):
+        prompt = torch.randint(1, 20, (length,), generator=generator)
+        rows += [(prompt, torch.randint(1, 20, (int(n),), generator=generator))
+                 for n in torch.randint(0, 10, (4,), generator=generator)]
+    ids = torch.full((len(rows), width + 9), PAD)
+    mask = torch.zeros_like(ids)
+    for r, (prompt, response) in enumerate(rows):
+        ids[r, width - len(prompt) : width], mask[r, width - len(prompt) : width] = prompt, 1
+        ids[r, width : width + len(response)], mask[r, width : width + len(response)] = response, 1
+    return ids, mask, width
+
+
+def test_share_prompts_runs_each_prompt_once_per_bin_and_unpacks_to_the_padded_layout():
+    ids, mask, width = grouped_batch()
+    packing = share_prompts(ids, mask, width, capacity=64)
+    assert packing.input_ids.shape[0] == 1  # all of it fits one bin: 9 prompt tokens once, not four times
+    prompt_tokens, response_tokens = int(mask[:, :width].sum()), int(mask[:, width:].sum())
+    slots = packing.flat_index[mask.bool()]
+    assert len(set(slots.tolist())) == response_tokens + prompt_tokens // 4
+    assert torch.equal(packing.unpack(packing.input_ids), ids)
+    assert torch.equal(packing.unpack(packing.position_ids) * mask, position_ids_from_mask(mask) * mask)
+    # narrow bins: a prompt is copied into each bin that holds one of its responses
+    narrow = share_prompts(ids, mask, width, capacity=8)
+    assert narrow.input_ids.shape[0] > 1 and torch.equal(narrow.unpack(narrow.input_ids), ids)
+    # no shared prompt: nothing to share
+    assert share_prompts(ids[::4], mask[::4], width, capacity=64) is None
+
+
+@pytest.mark.parametrize("capacity", [8, 64])
+def test_shared_prompt_pass_equals_the_padded_pass_values_and_gradients(capacity):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config())
+    assert shares_prompts(model)
+    ids, mask, width = grouped_batch()
+    real = mask.bool()
+    padded = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    out, packing = forward(model, ids, mask, capacity=capacity, prompt_width=width)
+    assert packing is not None and packing.attention_mask is not None
+    unpacked = packing.unpack(out.logits)
+    torch.testing.assert_close(unpacked[real], padded[real], atol=1e-5, rtol=1e-4)
+    assert (unpacked[~real] == 0).all()
+    (padded[real].logsumexp(-1).sum()).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    out, packing = forward(model, ids, mask, capacity=capacity, prompt_width=width)
+    (packing.unpack(out.logits)[real].logsumexp(-1).sum()).backward()
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)
+
+
+def test_reward_head_on_shared_prompts_matches_the_padded_pass():
+    torch.manual_seed(2)
+    ids, mask, width = grouped_batch()
+    reward = GPT2ForSequenceClassification(config().__class__(**{**config().to_dict(), "num_labels": 1}))
+    _, shared = head_outputs(reward, ids, mask, prompt_width=width)
+    _, plain = head_outputs(reward, ids, mask)
+    torch.testing.assert_close(shared[mask.bool()], plain[mask.bool()], atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_that_ignores_the_block_mask_does_not_share_prompts():
+    model = SeesEverything()
+    assert not shares_prompts(model)
+    ids, mask, width = grouped_batch()
+    out, packing = forward(model, ids, mask, prompt_width=width)
     assert packing is None and out.logits.shape == (*ids.shape, 20)

@@ -65,7 +65,7 @@ class Judge:
         self.backend = cfg["rollout_backend"]
 
     def _proxy(self, rollout) -> torch.Tensor:
-        return self.scorer.normalised(rollout.input_ids, rollout.attention_mask)
+        return self.scorer.normalised(rollout.input_ids, rollout.attention_mask, rollout.prompt_width)
 
     @torch.no_grad()
     def responses(self, rows: list[list[int]], decoding: Decoding) -> dict[str, list]:

@@ -92,15 +92,16 @@ def score_head(model: PreTrainedModel) -> torch.nn.Linear:
     return head
 
 
-def head_outputs(model: torch.nn.Module, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def head_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 prompt_width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(hidden states (B, T, H), raw head outputs (B, T, D)) from one forward pass.
 
     The pass goes through the model's own ``forward``, so a model wrapped for several processes (DDP)
     synchronises its gradients. Hugging Face sequence-classification models apply their ``score`` head at
     every position before pooling; a forward hook on the head takes its input (the last hidden states) and its
     output (B, T, D) from that pass — without asking for every layer's hidden states, which would hold
-    L × B × T × H activations at once.
+    L × B × T × H activations at once. ``prompt_width``: rows that share their first ``prompt_width`` columns'
+    tokens (a rollout's prompts) share their pass (``rewardlab.models.packing.share_prompts``).
     """
     head = score_head(getattr(model, "module", model))
     captured: dict[str, torch.Tensor] = {}
@@ -110,7 +111,8 @@ def head_outputs(model: torch.nn.Module, input_ids: torch.Tensor,
 
     handle = head.register_forward_hook(keep)
     try:
-        _, packing = packed_forward(model, input_ids, attention_mask)  # padding-free when the model allows it
+        # padding-free when the model allows it
+        _, packing = packed_forward(model, input_ids, attention_mask, prompt_width=prompt_width)
     finally:
         handle.remove()
     if captured["outputs"].dim() != 3:
@@ -133,15 +135,17 @@ def combine_heads(model: torch.nn.Module, outputs: torch.Tensor) -> torch.Tensor
     return outputs @ weights + combination["offset"]
 
 
-def token_values(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def token_values(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 prompt_width: int | None = None) -> torch.Tensor:
     """The (combined) head applied at every position: V(s_t) for a value model initialised from the RM."""
-    _, outputs = head_outputs(model, input_ids, attention_mask)
+    _, outputs = head_outputs(model, input_ids, attention_mask, prompt_width)
     return combine_heads(model, outputs)
 
 
-def sequence_scores(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def sequence_scores(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    prompt_width: int | None = None) -> torch.Tensor:
     """r_φ(x, y): the head read at the last non-pad token (pitfall §6.1), raw (not normalised)."""
-    values = token_values(model, input_ids, attention_mask)
+    values = token_values(model, input_ids, attention_mask, prompt_width)
     return values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
 
 

@@ -39,7 +39,8 @@ def aggregate(z: torch.Tensor, how: str, uwo_lambda: float = 0.5) -> torch.Tenso
 class RewardScorer:
     """``raw``: a score on the BT scale (for accuracy and calibration); ``normalised``: mean 0 / std 1 on SFT
     samples (what RL optimises). For one model, normalised = (raw − μ)/σ; for an ensemble the aggregate of
-    the members' z-scores, and raw = σ̄·aggregate + μ̄ with the members' mean statistics.
+    the members' z-scores, and raw = σ̄·aggregate + μ̄ with the members' mean statistics. ``prompt_width``: the
+    rows' prompts end there (left-padded prompts, then responses), so rows that share a prompt share its pass.
     """
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
@@ -57,19 +58,21 @@ class RewardScorer:
         return len(self.models)
 
     @torch.no_grad()
-    def _z(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        raw = torch.stack([sequence_scores(m, input_ids, attention_mask).float() for m in self.models])
+    def _z(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int | None) -> torch.Tensor:
+        raw = torch.stack([sequence_scores(m, input_ids, attention_mask, prompt_width).float() for m in self.models])
         return (raw - self.means.to(raw.device)[:, None]) / self.stds.to(raw.device)[:, None]
 
     @torch.no_grad()
-    def normalised(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return aggregate(self._z(input_ids, attention_mask), self.aggregate, self.uwo_lambda)
+    def normalised(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   prompt_width: int | None = None) -> torch.Tensor:
+        return aggregate(self._z(input_ids, attention_mask, prompt_width), self.aggregate, self.uwo_lambda)
 
     @torch.no_grad()
-    def raw(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def raw(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+            prompt_width: int | None = None) -> torch.Tensor:
         if len(self.models) == 1:
-            return sequence_scores(self.models[0], input_ids, attention_mask).float()
-        agg = self.normalised(input_ids, attention_mask)
+            return sequence_scores(self.models[0], input_ids, attention_mask, prompt_width).float()
+        agg = self.normalised(input_ids, attention_mask, prompt_width)
         return agg * self.stds.mean().to(agg.device) + self.means.mean().to(agg.device)
 
 

@@ -129,8 +129,9 @@ def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new
 
 def response_logits(model: PreTrainedModel, rollout: Rollout, temperature: float) -> torch.Tensor:
     """Logits ÷ temperature at the positions that predict response tokens: (B, R, V); one padding-free pass
-    when the model allows it (``rewardlab.models.packing``; zeros where the response is padding)."""
-    out, packing = packed_forward(model, rollout.input_ids, rollout.attention_mask)
+    when the model allows it, each prompt run once for the rows that share it (``rewardlab.models.packing``;
+    zeros where the response is padding)."""
+    out, packing = packed_forward(model, rollout.input_ids, rollout.attention_mask, prompt_width=rollout.prompt_width)
     columns = slice(rollout.prompt_width - 1, -1)
     logits = out.logits[:, columns] if packing is None else packing.unpack(out.logits, columns)
     return logits.float() / temperature

@@ -82,7 +82,7 @@ class Critic:
 
     def values(self, rollout: Rollout) -> torch.Tensor:
         """V(s_t) for each response token t: the head at the position before y_t."""
-        values = token_values(self.model, rollout.input_ids, rollout.attention_mask).float()
+        values = token_values(self.model, rollout.input_ids, rollout.attention_mask, rollout.prompt_width).float()
         return (values[:, rollout.prompt_width - 1 : -1] - self.mean) / self.std
 
 

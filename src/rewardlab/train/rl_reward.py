@@ -71,7 +71,7 @@ class RewardSignal:
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
         """(normalised RM score, its weighted part, the composite score, the parts' means) of each response:
         score = rm·RM + rouge·ROUGE_F1(y, y*) + fluency·mean_t log π_sft(y_t) + diversity·distinct-n(y)."""
-        proxy = self.scorer.normalised(rollout.input_ids, rollout.attention_mask)
+        proxy = self.scorer.normalised(rollout.input_ids, rollout.attention_mask, rollout.prompt_width)
         c = self.composite
         rm_score = c["rm"] * proxy
         parts = {"score_rm": rm_score}
@@ -93,7 +93,8 @@ class RewardSignal:
         """Normalised RM scores of every prefix (member 0), R(x, y_≤t) for t = 0 … T, from one forward pass."""
         model = self.scorer.models[0]
         mean, std = reward_normalisation(model)
-        values = (token_values(model, rollout.input_ids, rollout.attention_mask).float() - mean) / std
+        values = (token_values(model, rollout.input_ids, rollout.attention_mask, rollout.prompt_width).float()
+                  - mean) / std
         return values[:, rollout.prompt_width - 1 :]
 
     def final_token_attention(self, rollout: Rollout) -> torch.Tensor:
