@@ -61,7 +61,7 @@ class Batch:
     prompts: list[list[int]]
     group: torch.Tensor  # (B,) prompt index within the step
     mask: torch.Tensor  # (B, T) response tokens
-    old_logp: torch.Tensor | None  # None until the update fills it (PolicyTrainer.reuses_update_logprobs)
+    old_logp: torch.Tensor | None  # the policy's log-probs at the rollout (detached)
     ref_logp: torch.Tensor
     entropy: torch.Tensor | None
     kl: torch.Tensor | None  # per token, the configured estimator
@@ -70,6 +70,7 @@ class Batch:
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
     old_values: torch.Tensor | None = None
+    update_pass: tuple[torch.Tensor, torch.Tensor] | None = None  # (log-probs, entropy) with their graph
 
 
 class Critic:
@@ -158,30 +159,34 @@ class PolicyTrainer:
 
     @property
     def reuses_update_logprobs(self) -> bool:
-        """One update on the whole batch with the KL in the loss (GRPO's setting): nothing before the update needs
-        the policy's log-probs, so the update's own forward pass gives them (detached: the ratio is exactly 1, as
-        with a separate no-grad pass) and that pass is saved (TRL does the same)."""
-        return (self.algo.update_epochs == 1 and self.opts["minibatches"] == 1 and self.opts["kl_in"] == "loss"
-                and not self.algo.needs_greedy)
+        """One update on the whole batch (GRPO's and RLOO's setting): the update's forward pass, run at scoring
+        time with its graph kept, gives the rollout's log-probs too (detached: the ratio is exactly 1, as with a
+        separate no-grad pass), so that pass is saved (TRL does the same). Its log-probs feed the KL in the
+        reward; the update takes the pass itself (``Batch.update_pass``)."""
+        return self.algo.update_epochs == 1 and self.opts["minibatches"] == 1 and not self.algo.needs_greedy
 
     @torch.no_grad()
     def score(self, rollout: Rollout, prompts: list[list[int]], group: torch.Tensor) -> Batch:
-        """Log-probs, KL and shaped rewards of a rollout at the current policy (the policy's log-probs, entropy and
-        KL are filled in by the update when it reuses its own pass: ``reuses_update_logprobs``)."""
+        """Log-probs, KL and shaped rewards of a rollout at the current policy (from the update's own forward pass
+        when there is one update per batch: ``reuses_update_logprobs``)."""
         temperature = self.opts["temperature"]
         with self.ctx.accelerator.autocast():  # the policy's precision (bf16 on a GPU): KL = 0 at π = π_ref
             ref_logp, _ = logprobs_and_entropy(self.reference, rollout, temperature)
         mask = rollout.response_mask.float()
+        update_pass = None
         if self.reuses_update_logprobs:
-            logp = entropy = kl = None
+            with torch.enable_grad():
+                update_pass = logprobs_and_entropy(self.policy, rollout, temperature)
+            logp, entropy = (t.detach() for t in update_pass)
         else:
             logp, entropy = logprobs_and_entropy(self.policy, rollout, temperature)
-            kl = kl_estimate(logp, ref_logp, self.opts["kl_estimator"]) * mask
+        kl = kl_estimate(logp, ref_logp, self.opts["kl_estimator"]) * mask
         scored = self.reward(rollout, prompts, ref_logp)
         rewards = scored.task - (self.kl.value * kl if self.opts["kl_in"] == "reward" else 0.0)
         if self.opts["whiten_rewards"]:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
-        return Batch(rollout, prompts, group, mask, logp, ref_logp, entropy, kl, scored, rewards)
+        return Batch(rollout, prompts, group, mask, logp, ref_logp, entropy, kl, scored, rewards,
+                     update_pass=update_pass)
 
     @torch.no_grad()
     def advantages(self, batch: Batch) -> None:
@@ -209,18 +214,14 @@ class PolicyTrainer:
                     stats.setdefault(key, []).append(value)
         return stats
 
-    def fill_logprobs(self, batch: Batch, idx: torch.Tensor, logp: torch.Tensor, entropy: torch.Tensor) -> None:
-        """The batch's policy log-probs, entropy and KL from the update's pass over rows ``idx`` (all of them)."""
-        batch.old_logp, batch.entropy = torch.empty_like(logp), torch.empty_like(entropy)
-        batch.old_logp[idx], batch.entropy[idx] = logp, entropy
-        batch.kl = kl_estimate(batch.old_logp, batch.ref_logp, self.opts["kl_estimator"]) * batch.mask
-
     def minibatch_step(self, batch: Batch, idx: torch.Tensor, step: int) -> dict[str, float]:
         opts, accelerator = self.opts, self.ctx.accelerator
         mb, mb_mask = batch.rollout.select(idx), batch.mask[idx]
-        logp, entropy = logprobs_and_entropy(self.policy, mb, opts["temperature"])
-        if batch.old_logp is None:  # the single update's pass is the rollout's log-probs (reuses_update_logprobs)
-            self.fill_logprobs(batch, idx, logp.detach(), entropy.detach())
+        if batch.update_pass is not None:  # the single update's pass, run at scoring time (reuses_update_logprobs)
+            logp, entropy = (t[idx] for t in batch.update_pass)
+            batch.update_pass = None
+        else:
+            logp, entropy = logprobs_and_entropy(self.policy, mb, opts["temperature"])
         tokens, clipped = self.algo.policy_loss_tokens(logp, batch.old_logp[idx], batch.advantages[idx])
         if opts["kl_in"] == "loss":
             tokens = tokens + self.kl.value * kl_estimate(logp, batch.ref_logp[idx], opts["kl_estimator"])
