@@ -137,24 +137,38 @@ def test_lean_sampler_samples_softmax_over_temperature(lm):
     assert stats.chisquare(marginal_obs, (hot * draws).tolist()).pvalue < 1e-6
 
 
-def test_lean_sampler_stops_computing_rows_that_ended(lm):
-    """Forward passes see fewer rows as rows end; generate keeps them all to the last step."""
+@pytest.mark.parametrize("compact_below", [1.0, 0.75])
+def test_lean_sampler_stops_computing_rows_that_ended(lm, compact_below):
+    """The prompt pass runs each distinct prompt once; decoding passes see fewer rows as rows end (at once, or once
+    fewer than ``compact_below`` of the batch's rows are going); generate keeps them all to the last step."""
     rows = [p for p in PROMPTS for _ in range(8)]
+    ids, mask = pad_left(rows, PAD)
     seen: dict[str, list[int]] = {"lean": [], "hf": []}
     for backend in seen:
         handle = lm.transformer.h[0].ln_1.register_forward_hook(  # each pass, the model's or GPT2Decoder's
             lambda module, args, output, backend=backend: seen[backend].append(args[0].shape[0]))
+        torch.manual_seed(3)
         try:
-            rollout = draw(lm, rows, backend, 3)
+            if backend == "lean":
+                responses = decode(lm, ids, mask, max_new_tokens=16, temperature=1.0, eos_id=EOS, pad_id=PAD,
+                                   compact_below=compact_below)
+            else:
+                rollout = draw(lm, rows, backend, 3)
         finally:
             handle.remove()
+    assert torch.equal(responses, rollout.response_ids[:, : responses.shape[1]])
     steps = rollout.response_ids.shape[1]
     assert seen["hf"] == [len(rows)] * steps
-    assert seen["lean"][0] == len(rows) and len(seen["lean"]) == steps
-    assert seen["lean"] == sorted(seen["lean"], reverse=True) and seen["lean"][-1] < len(rows)
-    # each step's batch is the rows still going: those not ended before it
-    going = [int((rollout.lengths > t).sum()) for t in range(steps)]
-    assert seen["lean"] == going
+    prefill, decoding = seen["lean"][0], seen["lean"][1:]
+    assert prefill == len(PROMPTS) and len(decoding) == steps - 1
+    assert decoding == sorted(decoding, reverse=True) and decoding[-1] < len(rows)
+    # each step's batch holds the rows still going (those not ended before it), and few others
+    going = [int((rollout.lengths > t).sum()) for t in range(1, steps)]
+    if compact_below == 1.0:
+        assert decoding == going
+    else:
+        assert all(g <= n and g >= compact_below * n for g, n in zip(going, decoding))
+        assert decoding != going  # some ended rows stayed a step or more: fewer cache copies
     assert sum(seen["lean"]) < 0.8 * sum(seen["hf"])
 
 

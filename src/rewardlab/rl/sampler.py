@@ -2,7 +2,9 @@
 
 HF ``generate`` keeps every row of the batch in every decoding step until the last row ends: with responses of
 8 tokens on average and a longest one of 20, most of its work goes to rows that are already finished. This
-loop drops a row from the batch (and from the cache) as soon as it samples EOS.
+loop drops rows that have ended from the batch (and from the cache) once a quarter of the batch has ended
+(``COMPACT_BELOW``: at a few dozen rows a step's matmuls cost nearly the same for 32 rows as for 28, while each
+removal copies the cache), and runs each distinct prompt once (G samples per prompt share its prefill).
 
 It draws from exactly the distribution ``generate`` draws from with neutral settings (rollout.py's
 ``neutral_generation_config``): softmax(logits / T) at each step with no processor, or the argmax when greedy.
@@ -23,6 +25,8 @@ from transformers import DynamicCache, PreTrainedModel
 from rewardlab.rl.gpt2_decode import GPT2Decoder
 from rewardlab.tensors import position_ids_from_mask
 
+COMPACT_BELOW = 0.75  # rows that ended leave the batch once fewer than this share of its rows are still going
+
 
 def _forward_keywords(model: PreTrainedModel) -> tuple[str, bool]:
     """The name of the forward's cache argument (``cache`` since transformers 5.2x, ``past_key_values``
@@ -31,16 +35,29 @@ def _forward_keywords(model: PreTrainedModel) -> tuple[str, bool]:
     return ("cache" if "cache" in parameters else "past_key_values"), "logits_to_keep" in parameters
 
 
+def _unique_rows(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the first row of each distinct prompt, each row's index among them): G samples per prompt prefill once."""
+    _, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], 1), dim=0,
+                              return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long, device=inverse.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(inverse), device=inverse.device), "amin")
+    order = first.argsort()  # distinct prompts in order of first appearance
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device)
+    return first[order], rank[inverse]
+
+
 @torch.no_grad()
 def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
-           temperature: float, eos_id: int, pad_id: int, greedy: bool = False,
-           direct_steps: bool = True) -> torch.Tensor:
+           temperature: float, eos_id: int, pad_id: int, greedy: bool = False, direct_steps: bool = True,
+           compact_below: float = COMPACT_BELOW) -> torch.Tensor:
     """Responses (B, S) for left-padded prompts, S the number of decoding steps taken (at most
     ``max_new_tokens``; fewer when every row has ended). A row that ended holds ``pad_id`` after its EOS.
 
-    The prompt goes through the model's forward; each decoding step after it through ``GPT2Decoder`` when the
-    model supports it and ``direct_steps`` is on (the same numbers without the forward's per-call overhead),
-    through the model's forward otherwise."""
+    Each distinct prompt goes through the model's forward once, its cache copied to the rows that share it. Each
+    decoding step goes through ``GPT2Decoder`` when the model supports it and ``direct_steps`` is on (the same
+    numbers without the forward's per-call overhead), through the model's forward otherwise. Rows that ended
+    leave the batch when fewer than ``compact_below`` of the batch's rows are still going (1.0: at once)."""
     cache_keyword, keeps_logits = _forward_keywords(policy)
     last_only = {"logits_to_keep": 1} if keeps_logits else {}
     rows = prompt_ids.shape[0]
@@ -49,20 +66,25 @@ def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
     policy.eval()
     cache = DynamicCache(config=policy.config)
     positions = position_ids_from_mask(prompt_mask)
-    out = policy(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
-                 **{cache_keyword: cache}, **last_only)
+    distinct, copies = _unique_rows(prompt_ids, prompt_mask)
+    out = policy(input_ids=prompt_ids[distinct], attention_mask=prompt_mask[distinct],
+                 position_ids=positions[distinct], use_cache=True, **{cache_keyword: cache}, **last_only)
+    logits = out.logits[:, -1][copies]
+    cache.batch_select_indices(copies)
     direct = GPT2Decoder(policy, cache, prompt_mask, max_new_tokens) if direct_steps and GPT2Decoder.supports(
         policy) else None
-    logits = out.logits[:, -1]
     responses = torch.full((rows, max(max_new_tokens, 1)), pad_id, dtype=torch.long, device=device)
-    active = torch.arange(rows, device=device)  # the rows still being decoded, in batch order
+    slots = torch.arange(rows, device=device)  # the row each slot of the decoding batch holds
+    going = torch.ones(rows, dtype=torch.bool, device=device)  # per slot: its row has not ended
     attention, next_position = prompt_mask, positions[:, -1] + 1
     steps = 0
     for step in range(max_new_tokens):
+        live = going.nonzero().squeeze(1)  # slots still going; their rows, in batch order
+        active, step_logits = slots[live], logits[live].float()
         if greedy:
-            tokens = logits.float().argmax(-1)
+            tokens = step_logits.argmax(-1)
         else:
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            probs = torch.softmax(step_logits / temperature, dim=-1)
             if len(active) < rows:  # ended rows sample from a point mass: the random stream generate consumes
                 everything = torch.zeros((rows, probs.shape[-1]), dtype=probs.dtype, device=device)
                 everything[:, pad_id] = 1.0
@@ -73,21 +95,25 @@ def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
                 tokens = tokens[active]
         responses[active, step] = tokens
         steps = step + 1
-        going = tokens != eos_id
+        ended = tokens == eos_id
+        going[live[ended]] = False
         if steps == max_new_tokens or not bool(going.any()):
             break
-        if not bool(going.all()):
+        feed = torch.full_like(slots, pad_id)  # ended slots take a pad token; their outputs go unread
+        feed[live] = tokens
+        if int(going.sum()) < compact_below * len(slots):
             keep = going.nonzero().squeeze(1)
             if direct is not None:
                 direct.select(keep)
             else:
                 cache.batch_select_indices(keep)
-            active, tokens, attention, next_position = active[keep], tokens[keep], attention[keep], next_position[keep]
+            slots, going, feed, attention, next_position = (t[keep] for t in (slots, going, feed, attention,
+                                                                               next_position))
         if direct is not None:
-            logits = direct.step(tokens, next_position)
+            logits = direct.step(feed, next_position)
         else:
-            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
-            logits = policy(input_ids=tokens[:, None], attention_mask=attention, position_ids=next_position[:, None],
+            attention = torch.cat([attention, attention.new_ones((len(slots), 1))], dim=1)
+            logits = policy(input_ids=feed[:, None], attention_mask=attention, position_ids=next_position[:, None],
                             use_cache=True, **{cache_keyword: cache}).logits[:, -1]
         next_position = next_position + 1
     policy.train(was_training)
