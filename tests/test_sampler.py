@@ -144,9 +144,14 @@ def test_lean_sampler_stops_computing_rows_that_ended(lm, compact_below):
     rows = [p for p in PROMPTS for _ in range(8)]
     ids, mask = pad_left(rows, PAD)
     seen: dict[str, list[int]] = {"lean": [], "hf": []}
+    projection = lm.transformer.h[0].attn.c_attn
+    original = projection.forward
     for backend in seen:
-        handle = lm.transformer.h[0].ln_1.register_forward_hook(  # each pass, the model's or GPT2Decoder's
-            lambda module, args, output, backend=backend: seen[backend].append(args[0].shape[0]))
+        def counted(x, backend=backend):  # each pass, the model's or GPT2Decoder's, calls the layer's forward
+            seen[backend].append(x.shape[0])
+            return original(x)
+
+        projection.forward = counted
         torch.manual_seed(3)
         try:
             if backend == "lean":
@@ -155,7 +160,7 @@ def test_lean_sampler_stops_computing_rows_that_ended(lm, compact_below):
             else:
                 rollout = draw(lm, rows, backend, 3)
         finally:
-            handle.remove()
+            del projection.forward
     assert torch.equal(responses, rollout.response_ids[:, : responses.shape[1]])
     steps = rollout.response_ids.shape[1]
     assert seen["hf"] == [len(rows)] * steps

@@ -57,20 +57,28 @@ class GPT2Decoder:
         self.padded = not bool(self.mask[:, : self.length].all())
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits (b, V) of the next token after ``tokens`` (b,) at ``positions`` (b,); appends their keys/values."""
+        """Logits (b, V) of the next token after ``tokens`` (b,) at ``positions`` (b,); appends their keys/values.
+        The modules' own functions are called directly (no ``Module.__call__`` dispatch), with their weights."""
         transformer, t = self.transformer, self.length
-        hidden = transformer.wte(tokens[:, None]) + transformer.wpe(positions[:, None])  # (b, 1, E)
+        hidden = F.embedding(tokens[:, None], transformer.wte.weight) + F.embedding(positions[:, None],
+                                                                                   transformer.wpe.weight)
         rows = hidden.shape[0]
         mask = self.mask[:, None, None, : t + 1] if self.padded else None
         for block, keys, values in zip(transformer.h, self.keys, self.values):
-            attn = block.attn
-            query, key, value = attn.c_attn(block.ln_1(hidden)).split(attn.split_size, dim=2)
+            attn, mlp = block.attn, block.mlp
+            qkv = attn.c_attn.forward(_layer_norm(block.ln_1, hidden))
+            query, key, value = qkv.split(attn.split_size, dim=2)
             keys[:, :, t] = key.view(rows, -1, attn.head_dim)
             values[:, :, t] = value.view(rows, -1, attn.head_dim)
             query = query.view(rows, 1, -1, attn.head_dim).transpose(1, 2)
             out = F.scaled_dot_product_attention(query, keys[:, :, : t + 1], values[:, :, : t + 1], attn_mask=mask,
                                                  dropout_p=0.0, scale=attn.scaling)
-            hidden = attn.c_proj(out.transpose(1, 2).reshape(rows, 1, -1).contiguous()) + hidden
-            hidden = hidden + block.mlp(block.ln_2(hidden))
+            hidden = attn.c_proj.forward(out.transpose(1, 2).reshape(rows, 1, -1).contiguous()) + hidden
+            hidden = hidden + mlp.c_proj.forward(mlp.act(mlp.c_fc.forward(_layer_norm(block.ln_2, hidden))))
         self.length = t + 1
-        return self.model.lm_head(transformer.ln_f(hidden))[:, -1]
+        head = self.model.lm_head
+        return F.linear(_layer_norm(transformer.ln_f, hidden), head.weight, head.bias)[:, -1]
+
+
+def _layer_norm(module: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)

@@ -79,8 +79,9 @@ def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
     attention, next_position = prompt_mask, positions[:, -1] + 1
     steps = 0
     for step in range(max_new_tokens):
-        live = going.nonzero().squeeze(1)  # slots still going; their rows, in batch order
-        active, step_logits = slots[live], logits[live].float()
+        everyone = len(slots) == rows and bool(going.all())  # no row has ended: no selection needed
+        live = slots if everyone else going.nonzero().squeeze(1)  # slots still going; their rows in batch order
+        active, step_logits = (slots, logits.float()) if everyone else (slots[live], logits[live].float())
         if greedy:
             tokens = step_logits.argmax(-1)
         else:
@@ -99,8 +100,11 @@ def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
         going[live[ended]] = False
         if steps == max_new_tokens or not bool(going.any()):
             break
-        feed = torch.full_like(slots, pad_id)  # ended slots take a pad token; their outputs go unread
-        feed[live] = tokens
+        if len(live) == len(slots):
+            feed = tokens
+        else:
+            feed = torch.full_like(slots, pad_id)  # ended slots take a pad token; their outputs go unread
+            feed[live] = tokens
         if int(going.sum()) < compact_below * len(slots):
             keep = going.nonzero().squeeze(1)
             if direct is not None:
