@@ -136,11 +136,11 @@ def test_composite_parts_against_hand_values():
     signal.composite = {"rm": 0.5, "rouge": 2.0, "fluency": 0.1, "diversity": 3.0, "rouge_type": "rougeL",
                         "diversity_n": 2}
     proxy = torch.tensor([0.4, -1.2])
-    signal.scorer = SimpleNamespace(normalised=lambda ids, mask: proxy)
+    signal.scorer = SimpleNamespace(normalised=lambda ids, mask, prompt_width=None: proxy)
     width = max(map(len, responses))
     mask = torch.tensor([[1.0] * len(r) + [0.0] * (width - len(r)) for r in responses])
     ref_logp = -torch.arange(1, width + 1, dtype=torch.float).repeat(2, 1) * mask
-    rollout = SimpleNamespace(input_ids=None, attention_mask=None)
+    rollout = SimpleNamespace(input_ids=None, attention_mask=None, prompt_width=None)
     got_proxy, rm_part, score, parts = signal.sequence_score(rollout, [prompt, prompt], responses, ref_logp, mask)
     rouge = [1.0, M.rouge([["the", "the", "the", "plot", "."]], [reference], "rougeL")[0]]
     fluency = [-(sum(range(1, len(r) + 1)) / len(r)) for r in responses]

@@ -58,7 +58,8 @@ class RewardScorer:
         return len(self.models)
 
     @torch.no_grad()
-    def _z(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int | None) -> torch.Tensor:
+    def _z(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+           prompt_width: int | None = None) -> torch.Tensor:
         raw = torch.stack([sequence_scores(m, input_ids, attention_mask, prompt_width).float() for m in self.models])
         return (raw - self.means.to(raw.device)[:, None]) / self.stds.to(raw.device)[:, None]
 
