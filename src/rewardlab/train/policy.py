@@ -42,7 +42,7 @@ from rewardlab.rl.objectives import clipped_value_loss
 from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, sample
 from rewardlab.runinfo import read_jsonl
 from rewardlab.runner import Argument, Stage, StageContext, StageResult, optional_path
-from rewardlab.runtime import require_finite, save_model_folder
+from rewardlab.runtime import clipped_step, require_finite, save_model_folder
 from rewardlab.train.rl_reward import RewardSignal, ScoredBatch, credit_spearman
 
 
@@ -80,6 +80,7 @@ class Critic:
         self.model = load_reward_model(rm_dir)
         self.mean, self.std = reward_normalisation(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, eps=1e-5, fused=True)
+        self.parameters = list(self.model.parameters())
 
     def values(self, rollout: Rollout) -> torch.Tensor:
         """V(s_t) for each response token t: the head at the position before y_t."""
@@ -106,9 +107,11 @@ class PolicyTrainer:
                                    prompt_references)
         optimizer = torch.optim.Adam(policy.parameters(), lr=opts["lr"], eps=1e-5, fused=True)
         self.policy, self.optimizer = accelerator.prepare(policy, optimizer)
+        self.policy_parameters = list(self.policy.parameters())  # clipped every mini-batch step: listed once
         self.critic = Critic(rm, opts["value_lr"]) if self.algo.uses_critic else None
         if self.critic is not None:
             self.critic.model, self.critic.optimizer = accelerator.prepare(self.critic.model, self.critic.optimizer)
+            self.critic.parameters = list(self.critic.model.parameters())
         self.prompt_rng = random.Random(seed)
         self.kl = KLController(opts["kl_coef"], opts["kl_target"], opts["kl_horizon"])
         self.samples_seen = self.optimizer_steps = 0
@@ -239,14 +242,10 @@ class PolicyTrainer:
             record.update(value_loss=vf_loss.item(), value_clipfrac=vf_clip.item())
         require_finite(loss, f"policy[{self.algo.name}/{self.shaping_name}]", step)
         accelerator.backward(loss)
-        record["grad_norm"] = float(accelerator.clip_grad_norm_(self.policy.parameters(), opts["max_grad_norm"]))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        record["grad_norm"] = clipped_step(accelerator, self.optimizer, self.policy_parameters, opts["max_grad_norm"])
         self.optimizer_steps += 1
         if self.critic is not None:
-            accelerator.clip_grad_norm_(self.critic.model.parameters(), opts["max_grad_norm"])
-            self.critic.optimizer.step()
-            self.critic.optimizer.zero_grad(set_to_none=True)
+            clipped_step(accelerator, self.critic.optimizer, self.critic.parameters, opts["max_grad_norm"])
         return record
 
     def log(self, step: int, batch: Batch, stats: dict[str, list[float]], observed_kl: float) -> dict[str, float]:
