@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -184,3 +185,41 @@ def test_warm_starts_stay_off_on_a_machine_with_a_gpu(monkeypatch):
     assert not warmstart.gpu_present()
     monkeypatch.setattr(glob, "glob", lambda pattern: ["/dev/nvidia0"] if pattern.startswith("/dev/nvidia") else [])
     assert warmstart.gpu_present()
+
+
+def test_a_stage_cancelled_as_it_forks_still_ends(tmp_path, monkeypatch):
+    """The window the server's fork leaves: a SIGTERM that reaches the child before the child has its default
+    action back (here sent by the child itself at that point, to hit the window every time) must still end it,
+    not run the server's handler in the child or be dropped. The server blocks SIGTERM across the fork."""
+    import runpy
+    import socket
+
+    report = tmp_path / "ran"
+
+    def stage(module, alter_argv):  # what the child runs in place of the stage module
+        report.write_text(module)
+
+    real_child = warmstart._child
+
+    def child_signalled_early(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # before _child restores SIGTERM's default action
+        real_child(*args, **kwargs)
+
+    monkeypatch.setattr(runpy, "_run_module_as_main", stage)
+    monkeypatch.setattr(warmstart, "_child", child_signalled_early)
+    stopping = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))  # the server's own handler
+    server_end, client_end = socket.socketpair()
+    try:
+        body = json.dumps({"argv": ["rewardlab.cli"], "cwd": str(tmp_path), "env": {}}).encode()
+        with open(os.devnull, "wb") as sink:
+            socket.send_fds(client_end, [struct.pack("!I", len(body)) + body], [sink.fileno()] * 3)
+        pid = warmstart._take(server_end, {}, {}, closing=[client_end])
+        _, status = os.waitpid(pid, 0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server_end.close()
+        client_end.close()
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert not report.exists()  # the stage never ran
+    assert not stopping and signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # the server: as before

@@ -238,6 +238,8 @@ def serve(path: str, parent: int, preload: tuple[str, ...] = STAGE_MODULES) -> N
 def _take(conn: socket.socket, seen: dict[str, str], set_by_imports: dict[str, str], closing: list) -> int | None:
     """Read one command and fork its child; send it back to start cold when its environment differs from
     ``seen`` in a variable that libraries read when imported."""
+    import signal
+
     conn.settimeout(30)
     fds: list[int] = []
     try:
@@ -262,9 +264,16 @@ def _take(conn: socket.socket, seen: dict[str, str], set_by_imports: dict[str, s
     conn.settimeout(None)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        _child(request, {**request["env"], **set_by_imports}, fds, [conn, *closing])
+    # SIGTERM stays blocked from before the fork until the child has its default action back: a job cancelled
+    # at once (its client killed as the child starts) would otherwise reach the server's handler in the child,
+    # or be dropped when the child resets it, and the stage would run on.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _child(request, {**request["env"], **set_by_imports}, fds, [conn, *closing])
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     for fd in fds:
         os.close(fd)
     return pid
@@ -290,6 +299,7 @@ def _child(request: dict, environ: dict[str, str], fds: list[int], closing: list
     for number in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by the server across the fork
     for item in closing:
         item.close() if hasattr(item, "close") else os.close(item)
     for target, fd in enumerate(fds):
