@@ -5,7 +5,6 @@ the batch)."""
 
 import pytest
 import torch
-from scipy import stats
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 from rewardlab import config as C
@@ -13,6 +12,7 @@ from rewardlab.rl.gpt2_decode import GPT2Decoder
 from rewardlab.rl.rollout import sample
 from rewardlab.rl.sampler import decode
 from rewardlab.tensors import pad_left, position_ids_from_mask
+from tests.distribution import two_token_pvalues
 
 EOS, PAD = 11, 0
 CPU = torch.device("cpu")
@@ -108,33 +108,9 @@ def test_lean_sampler_samples_softmax_over_temperature(lm):
     torch.manual_seed(7)
     rollout = sample(lm, [prompt] * draws, max_new_tokens=2, temperature=temperature, eos_id=EOS, pad_id=PAD,
                      device=CPU, backend="lean")
-    responses = rollout.response_ids.tolist()
-    first = torch.softmax(lm(input_ids=torch.tensor([prompt])).logits[0, -1] / temperature, -1)
-    expected, observed = {}, {}
-    for y1 in range(12):
-        if y1 == EOS:
-            expected[(y1,)] = first[y1].item()
-            continue
-        second = torch.softmax(lm(input_ids=torch.tensor([prompt + [y1]])).logits[0, -1] / temperature, -1)
-        for y2 in range(12):
-            expected[(y1, y2)] = (first[y1] * second[y2]).item()
-    for row, mask in zip(responses, rollout.response_mask.tolist()):
-        key = tuple(t for t, m in zip(row, mask) if m)
-        observed[key] = observed.get(key, 0) + 1
-    assert set(observed) <= set(expected)
-    # cells with fewer than 5 expected draws are pooled into one
-    keys = sorted(expected, key=expected.get, reverse=True)
-    big = [k for k in keys if expected[k] * draws >= 5]
-    small = [k for k in keys if expected[k] * draws < 5]
-    f_exp = [expected[k] * draws for k in big] + [sum(expected[k] for k in small) * draws]
-    f_obs = [observed.get(k, 0) for k in big] + [sum(observed.get(k, 0) for k in small)]
-    result = stats.chisquare(f_obs, [e * draws / sum(f_exp) for e in f_exp])  # float32 sums to exactly draws
-    assert result.pvalue > 1e-3, (result, len(big))
-    # and the test has power: the distribution at another temperature is rejected
-    hot = torch.softmax(lm(input_ids=torch.tensor([prompt])).logits[0, -1] / 1.5, -1)
-    marginal_obs = [sum(v for k, v in observed.items() if k[0] == y) for y in range(12)]
-    hot = hot.double() / hot.double().sum()
-    assert stats.chisquare(marginal_obs, (hot * draws).tolist()).pvalue < 1e-6
+    fit, other_temperature = two_token_pvalues(lm, prompt, rollout, temperature, EOS)
+    assert fit > 1e-3
+    assert other_temperature < 1e-6  # and the test has power: the distribution at T 1.5 is rejected
 
 
 @pytest.mark.parametrize("compact_below", [1.0, 0.75])
