@@ -3,7 +3,8 @@
 #   1. the quick experiment through Snakemake on the GPU in bf16 (config/overlays/gpu.yaml), every online
 #      algorithm and DPO, then per-stage wall time and peak memory -> bench/results/quick-gpu.json;
 #   2. the in-process stage tests and the real-model tests (every family, every data format, the DAG per family)
-#      with device cuda and bf16.
+#      with device cuda and bf16, and the vllm rollout backend against vLLM itself (tests/test_vllm_gpu.py,
+#      skipped unless rewardlab[vllm] is installed).
 # Usage: bash bench/gpu_check.sh [OUT_DIR]   (needs rewardlab importable, pytest and snakemake)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +33,5 @@ $PY bench/stage_profile.py results/quick-gpu --out "$out/quick-gpu.json" \
 cat results/quick-gpu/eval/summary.md | head -40
 
 REWARDLAB_TEST_DEVICE=cuda REWARDLAB_TEST_PRECISION=bf16 $PY -m pytest -q -p no:cacheprovider \
-  tests/test_stages.py tests/test_real_data.py tests/test_resume.py tests/test_algorithms.py 2>&1 | tail -25
+  tests/test_stages.py tests/test_real_data.py tests/test_resume.py tests/test_algorithms.py tests/test_vllm_gpu.py \
+  2>&1 | tail -25

@@ -117,6 +117,9 @@ def _check_cross_fields(config: dict[str, Any], schema: dict[str, Any]) -> None:
                           "<algo>-offline, or a name in policy.shapings")
     _check_decodings(config["evaluate"])
     _check_rouge_has_references(config)
+    if config["rollout_backend"] == "vllm" and config["device"] == "cpu":
+        raise ConfigError("rollout_backend: vllm samples on a CUDA GPU, and device is cpu (device: auto or cuda, or "
+                          "rollout_backend: lean)")
     if policy["prompts_per_step"] < policy["minibatches"]:
         raise ConfigError(
             f"policy.minibatches: {policy['minibatches']} is more than policy.prompts_per_step "

@@ -24,12 +24,12 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "preprocess": ("data", "task.name"),
     "sft": ("model", "sft"),
     "pool": ("labels.num_prompts", "labels.samples_per_prompt", "labels.sampling_temperature", "labels.seed",
-             "task", "bon", "rollout_backend"),
+             "task", "bon", "rollout_backend", "vllm"),
     "label": ("labels.temperature", "labels.margin_scale", "labels.rating_noise", "labels.seed"),
     "reward": ("reward", "evaluate.seed", "evaluate.calibration_bins"),  # it evaluates its model too
     "policy": ("policy", "task", "reward.composite", "data.source", "evaluate.gold_model", "model.trust_remote_code",
-               "rollout_backend"),
-    "evaluate": ("evaluate", "task", "data.source", "model.trust_remote_code", "rollout_backend"),
+               "rollout_backend", "vllm"),
+    "evaluate": ("evaluate", "task", "data.source", "model.trust_remote_code", "rollout_backend", "vllm"),
 }
 # Real data: preprocess reads the model (its tokenizer and chat template) and the task is not used.
 REAL_STAGE_KEYS = {"preprocess": ("data", "model")}
@@ -41,7 +41,10 @@ PRETRAINED_KEYS = ("name_or_path", "trust_remote_code", "max_length", "gradient_
 
 
 def stage_keys(config: Mapping[str, Any], stage: str) -> tuple[str, ...]:
-    return (REAL_STAGE_KEYS.get(stage) if is_real_data(config) else None) or STAGE_KEYS[stage]
+    keys = (REAL_STAGE_KEYS.get(stage) if is_real_data(config) else None) or STAGE_KEYS[stage]
+    if config.get("rollout_backend") != "vllm":  # the engine's settings matter to vllm rollouts only
+        keys = tuple(key for key in keys if key != "vllm")
+    return keys
 
 
 def excluded(config: Mapping[str, Any], section: str) -> tuple[str, ...]:

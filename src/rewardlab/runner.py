@@ -127,6 +127,10 @@ class Stage:
         if seed is not None:
             seed_everything(seed)
         ctx = StageContext(self.name, config, Path(out), threads, checkpoint_every, accelerator)
+        if config.get("rollout_backend") == "vllm":  # before any compute: the package and a GPU are there
+            from rewardlab.models.vllm_engine import require_vllm
+
+            require_vllm(ctx.device)
         result = self.run(ctx, **inputs)
         if ctx.is_main_process:
             extra = {"inputs": {k: v if isinstance(v, (int, float)) else str(v) for k, v in inputs.items()},

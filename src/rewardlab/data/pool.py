@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from rewardlab.data import bench
 from rewardlab.data.annotators import PoolItem
 from rewardlab.models.build import load_policy
-from rewardlab.rl.rollout import rows_to_lists, sample
+from rewardlab.rl.rollout import rollout_backend, rows_to_lists, sample
 from rewardlab.runinfo import read_jsonl, write_jsonl
 from rewardlab.runner import Argument, Stage, StageContext, StageResult
 from rewardlab.tasks import TASKS
@@ -40,7 +40,7 @@ def sample_pool(ctx: StageContext, policy, tokenizer, gold: TaskGold, prompts: l
         chunk = prompt_ids[start : start + per_batch]
         rollout = sample(policy, [p for p in chunk for _ in range(k)], max_new_tokens=max_new_tokens,
                          temperature=temperature, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                         device=ctx.device, backend=ctx.config["rollout_backend"])
+                         device=ctx.device, backend=rollout_backend(ctx.config))
         responses = rows_to_lists(rollout)
         for i, prompt in enumerate(chunk):
             own = responses[i * k : (i + 1) * k]

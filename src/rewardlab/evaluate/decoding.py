@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:  # rollouts (and transformers) are imported where a decoding runs: the config's validation
-    from rewardlab.rl.rollout import Rollout  # parses decodings at every Snakefile parse and needs neither
+# Rollouts (and transformers) are imported where a decoding runs: the config's validation parses decodings at
+# every Snakefile parse and needs neither.
+if TYPE_CHECKING:
+    from rewardlab.rl.rollout import Rollout, RolloutBackend
 
 MODES = ("sample", "greedy", "top_k", "top_p", "beam", "rerank")
 PARAMETER = {"top_k": "k", "top_p": "p", "beam": "width", "rerank": "n"}  # the one a mode's label shows
@@ -124,7 +126,7 @@ def best_of(scores: torch.Tensor, n: int) -> torch.Tensor:
 
 def decode(policy, prompts: Sequence[Sequence[int]], decoding: Decoding, *, max_new_tokens: int, eos_id: int,
            pad_id: int, device: torch.device, score: Callable[[Rollout], torch.Tensor] | None = None,
-           backend: str = "lean") -> Rollout:
+           backend: RolloutBackend = "lean") -> Rollout:
     """One response per prompt row under ``decoding``. ``rerank`` needs ``score`` (the reward model's score of
     each row of a rollout); it draws ``n`` samples per row and keeps the best. Plain sampling and greedy
     decoding (and rerank's candidates) go through the rollout ``backend``; top-k, top-p and beams through HF

@@ -42,6 +42,7 @@ from rewardlab.rl.rollout import (
     logprobs_and_entropy,
     logprobs_and_entropy_from_logits,
     response_logits,
+    rollout_backend,
     rows_to_lists,
     sample,
 )
@@ -62,7 +63,7 @@ class Judge:
         self.tokenizer, self.device, self.batch_size = tokenizer, device, batch_size
         self.temperature = cfg["evaluate"]["temperature"]
         self.max_new_tokens = cfg["task"]["max_new_tokens"]
-        self.backend = cfg["rollout_backend"]
+        self.backend = rollout_backend(cfg)
 
     def _proxy(self, rollout) -> torch.Tensor:
         return self.scorer.normalised(rollout.input_ids, rollout.attention_mask, rollout.prompt_width)

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from transformers import GenerationConfig, PreTrainedModel
 
 from rewardlab.models.packing import forward as packed_forward
+from rewardlab.models.vllm_engine import VLLMOptions, engine_for
 from rewardlab.rl.sampler import decode
-from rewardlab.tensors import pad_left
+from rewardlab.tensors import pad_left, pad_right
 
 
 @dataclass
@@ -70,7 +71,15 @@ def neutral_generation_config(model: PreTrainedModel, eos_id: int, pad_id: int) 
         model.generation_config = saved
 
 
-ROLLOUT_BACKENDS = ("lean", "hf")  # the config's rollout_backend: the lean decode loop (sampler.py) or HF generate
+# The config's rollout_backend: the lean decode loop (sampler.py), HF generate, or vLLM (models/vllm_engine.py).
+ROLLOUT_BACKENDS = ("lean", "hf", "vllm")
+RolloutBackend = str | VLLMOptions  # "lean", "hf", or the vllm backend with its engine options
+
+
+def rollout_backend(config: dict) -> RolloutBackend:
+    """What ``sample`` takes as ``backend`` for a stage's config: the name, or for ``vllm`` its options."""
+    name = config["rollout_backend"]
+    return VLLMOptions.from_config(config) if name == "vllm" else name
 
 
 @torch.no_grad()
@@ -105,14 +114,26 @@ def assemble(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, generated: tor
 
 
 def sample(policy: PreTrainedModel, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
-           eos_id: int, pad_id: int, device: torch.device, greedy: bool = False, backend: str = "lean") -> Rollout:
+           eos_id: int, pad_id: int, device: torch.device, greedy: bool = False,
+           backend: RolloutBackend = "lean") -> Rollout:
     """Sample one response per prompt row (repeat rows for several samples).
 
     The distribution is exactly softmax(logits / temperature), the one whose log-probs the objectives use:
     no top-k, top-p or penalty, whatever the model's generation_config.json says. ``backend`` ``lean`` decodes
     with ``sampler.decode`` (finished rows leave the batch; the same tokens as ``generate`` from the same
-    random state), ``hf`` with HF ``generate``, the reference implementation.
+    random state), ``hf`` with HF ``generate``, the reference implementation, ``vllm`` (``VLLMOptions``) with the
+    model's vLLM engine, its weights synced first when they changed (``vllm_engine``: the same distribution,
+    another random stream).
     """
+    if backend == "vllm":
+        backend = VLLMOptions()
+    if isinstance(backend, VLLMOptions):
+        engine = engine_for(policy, backend)
+        responses = engine.responses(prompts, max_new_tokens=max_new_tokens, temperature=temperature, eos_id=eos_id,
+                                     greedy=greedy)
+        prompt_ids, prompt_mask = pad_left(prompts, pad_id)
+        generated, _ = pad_right(responses, pad_id)
+        return assemble(prompt_ids.to(device), prompt_mask.to(device), generated.to(device), eos_id, pad_id)
     if backend == "hf":
         decoding = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0,
                                                         "top_p": 1.0}

@@ -2,8 +2,8 @@
 
 Each step, top to bottom (``PolicyTrainer.step``):
 
-1. ``rollout``: sample G responses per prompt (the ``rollout_backend``: the lean decode loop or HF ``generate``),
-   plus a greedy rollout for ReMax;
+1. ``rollout``: sample G responses per prompt (the ``rollout_backend``: the lean decode loop, HF ``generate`` or
+   a vLLM engine), plus a greedy rollout for ReMax;
 2. ``score``: log-probs under the policy and the reference, the KL, and the reward signal
    (``rewardlab.train.rl_reward``: the RM score, composite, missing-EOS penalty, shaped per token by
    ``rewardlab.rl.shapings``), with −β·KL folded into the per-token reward when the KL is in the reward;
@@ -39,7 +39,7 @@ from rewardlab.rl.advantages import aggregate_loss, masked_mean, masked_whiten
 from rewardlab.rl.algorithms import Experience
 from rewardlab.rl.kl import KLController, kl_estimate
 from rewardlab.rl.objectives import clipped_value_loss
-from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, sample
+from rewardlab.rl.rollout import Rollout, logprobs_and_entropy, rollout_backend, sample
 from rewardlab.runinfo import read_jsonl
 from rewardlab.runner import Argument, Stage, StageContext, StageResult, optional_path
 from rewardlab.runtime import clipped_step, require_finite, save_model_folder
@@ -113,6 +113,7 @@ class PolicyTrainer:
             self.critic.model, self.critic.optimizer = accelerator.prepare(self.critic.model, self.critic.optimizer)
             self.critic.parameters = list(self.critic.model.parameters())
         self.prompt_rng = random.Random(seed)
+        self.backend = rollout_backend(ctx.config)  # vllm: its engine follows the policy's weights (vllm_engine)
         self.kl = KLController(opts["kl_coef"], opts["kl_target"], opts["kl_horizon"])
         self.samples_seen = self.optimizer_steps = 0
         self.checkpointer = ctx.checkpointer(algorithm, shaping, seed, str(dpo))
@@ -158,7 +159,7 @@ class PolicyTrainer:
         return sample(self.ctx.accelerator.unwrap_model(self.policy), prompts,
                       max_new_tokens=self.ctx.config["task"]["max_new_tokens"], temperature=self.opts["temperature"],
                       eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id, device=self.ctx.device,
-                      greedy=greedy, backend=self.ctx.config["rollout_backend"])
+                      greedy=greedy, backend=self.backend)
 
     @property
     def reuses_update_logprobs(self) -> bool:
