@@ -68,7 +68,8 @@ def test_policy_stage_trains_with_vllm(tiny_pipeline, tmp_path):
 
     p = tiny_pipeline
     cfg = copy.deepcopy(p["config"])
-    cfg.update(device="cuda", rollout_backend="vllm", vllm={"gpu_memory_utilization": 0.15, "enforce_eager": True})
+    cfg.update(device="cuda", rollout_backend="vllm",
+               vllm={**cfg["vllm"], "gpu_memory_utilization": 0.15, "enforce_eager": True})
     history = policy.STAGE.execute(cfg, tmp_path, algorithm="grpo", shaping="sparse", seed=0, data=p["data"],
                                    sft=p["sft"], rm=p["rm"]).history
     assert len(history) == cfg["policy"]["steps"] and history[0]["kl"] == pytest.approx(0.0, abs=1e-3)

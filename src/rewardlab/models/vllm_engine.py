@@ -56,12 +56,8 @@ class VLLMOptions:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> VLLMOptions:
-        section = config.get("vllm", {})
-        return cls(dtype=section.get("dtype", "auto"),
-                   gpu_memory_utilization=section.get("gpu_memory_utilization", 0.3),
-                   enforce_eager=section.get("enforce_eager", False),
-                   max_model_len=section.get("max_model_len"),
-                   trust_remote_code=config.get("model", {}).get("trust_remote_code", False))
+        """From a validated config: its ``vllm`` section carries every key, with the schema's defaults."""
+        return cls(**config["vllm"], trust_remote_code=config.get("model", {}).get("trust_remote_code", False))
 
 
 def require_vllm(device: torch.device) -> None:
