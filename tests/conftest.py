@@ -57,3 +57,18 @@ def tiny_pipeline(tmp_path_factory) -> dict:
             "pool": root / "pool", "rm": root / "rm", "sft_metrics": sft_run.metrics, "sft_history": sft_run.history,
             "pool_metrics": pool_run.metrics, "label_metrics": label_run.metrics, "rm_metrics": rm_run.metrics,
             "rm_history": rm_run.history}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Two worker streams under `make test` (pytest-xdist, `-n 2`): the SLURM test on one, every other test, in
+    order, on the other. The SLURM test spends most of its minutes asleep in the SLURM plugin's status-check
+    back-off, so it runs beside the rest instead of after it; the rest stays one stream, so no two CPU-heavy tests
+    share the 2 cores. (xdist's own `--dist loadgroup` does not work on pytest 9: it renames `Item._nodeid`.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SlurmBesideTheRest(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "slurm" if nodeid.startswith("tests/test_slurm.py") else "main"
+
+    return SlurmBesideTheRest(config, log)
