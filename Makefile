@@ -1,7 +1,9 @@
 # Two commands a newcomer needs: `make run` (the default experiment + report) and `make test`.
 # Both create the virtual environment first. TORCH is pinned to the CPU build these machines carry;
-# on a GPU machine use e.g. `make run TORCH="torch>=2.4,<2.15"`. --no-compile: pip byte-compiles every file it
-# installs (80 s of a fresh install here, most of it modules no job imports); Python compiles what it imports, once.
+# on a GPU machine use e.g. `make run TORCH="torch>=2.4,<2.15"`. pip byte-compiles what it installs
+# (no --no-compile): with PYTHONDONTWRITEBYTECODE=1, as on these machines, a process that finds no
+# .pyc compiles torch & co. again on each import; a fresh clone's suite without them ran 13:36, 8:00
+# once they existed (the install was 80 s shorter).
 # `make test` runs two streams (tests/conftest.py): the SLURM test beside the rest of the suite.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,9 +16,9 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile --upgrade pip
-	$(PY) -m pip install -q --no-compile "$(TORCH)"
-	$(PY) -m pip install -q --no-compile -e ".[dev]"
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
 run: install
