@@ -5,12 +5,16 @@ torch's fused tanh GELU —, briefly SFT-trained
 on SentiGram so responses end at realistic lengths, saved and loaded by both sides), the same reward model (a
 sequence-classification head on that backbone) scored through one function on the same token ids (TRL hands its
 reward function ``completion_ids``; the prompt's ids are the word-level tokenizer's, identical on both sides), the
-same prompts, group size 8, 32 completions per step, 24 new tokens, temperature 1 with top-k/top-p off, β 0.04
+same prompts in the same steps (repeat r runs both sides from seed r; TRL gets, unshuffled, the prompts our loop
+drew in that repeat, step by step, so neither side draws shorter or easier prompts), group size 8, 32 completions
+per step, 24 new tokens, temperature 1 with top-k/top-p off, β 0.04
 (GRPO: k3 in the loss on both sides; RLOO: KL in the reward), one update per batch, the same learning rate.
 TRL's defaults that cost it time and that rewardlab does not do are switched off (gradient checkpointing,
 completion logging); bf16 off on CPU. The timers wrap the training loop only (rewardlab's ``PolicyTrainer.train``;
 TRL's ``trainer.train()``), not model loading or saving. Runs are interleaved (ours, TRL, ours, TRL, …), each
-repeated, medians compared; the one-minute load average before each run is recorded.
+repeated, medians compared (also per repeat, and per generated token: the two sides sample different completions
+from the same distributions, so their lengths differ a little); the one-minute load average before each run is
+recorded.
 
 What differs, and is reported rather than removed: rewardlab also scores every rollout with the task's gold
 reward and logs more statistics per step (history.csv), which TRL does not do.
@@ -21,7 +25,7 @@ forward and backward; N the non-embedding parameters; generation counts each gen
 cache) over its time, against the peak a large fp32 matmul reaches here (measured at start).
 
     pip install trl==1.16.0    # the `dev` extra has it; only this benchmark and the TRL tests need it
-    python bench/policy_trainer.py --steps 12 --repeats 3 --out bench/results/policy_trainer.json
+    python bench/policy_trainer.py --steps 12 --repeats 5 --out bench/results/policy_trainer.json
 """
 
 from __future__ import annotations
@@ -96,7 +100,9 @@ def loop_flops(n_policy: int, n_rm: int, prompt_tokens: int, completion_tokens: 
     return generate + 2 * n_policy * sequence + 2 * n_rm * sequence + 6 * n_policy * sequence
 
 
-def run_rewardlab(root: Path, paths: dict[str, Path], algorithm: str, args) -> dict:
+def run_rewardlab(root: Path, paths: dict[str, Path], algorithm: str, args, seed: int) -> dict:
+    """Our loop from ``seed``; also returns the prompts it drew, step by step (row numbers of prompts_train.jsonl),
+    which TRL then gets in the same order."""
     from rewardlab import config as C
     from rewardlab.train import policy
 
@@ -108,23 +114,31 @@ def run_rewardlab(root: Path, paths: dict[str, Path], algorithm: str, args) -> d
                    "temperature": 1.0, "overrides": {}},
     })
     timed: dict[str, float] = {}
-    original = policy.PolicyTrainer.train
+    drawn: list[int] = []
+    original_train, original_rollout = policy.PolicyTrainer.train, policy.PolicyTrainer.rollout
 
     def timed_train(self):
         started = time.perf_counter()
-        history = original(self)
+        history = original_train(self)
         timed["seconds"] = time.perf_counter() - started
         return history
 
-    policy.PolicyTrainer.train = timed_train
+    def recorded_rollout(self):  # the group's G copies of a prompt are one draw
+        rollout, prompts, group = original_rollout(self)
+        index = {tuple(ids): i for i, ids in reversed(list(enumerate(self.prompts)))}
+        drawn.extend(index[tuple(ids)] for ids in prompts[::GROUP])
+        return rollout, prompts, group
+
+    policy.PolicyTrainer.train, policy.PolicyTrainer.rollout = timed_train, recorded_rollout
     try:
         result = policy.STAGE.execute(cfg, root / "policy", threads=args.threads, algorithm=algorithm,
-                                      shaping="sparse", seed=0, data=paths["data"], sft=paths["sft"], rm=paths["rm"])
+                                      shaping="sparse", seed=seed, data=paths["data"], sft=paths["sft"],
+                                      rm=paths["rm"])
     finally:
-        policy.PolicyTrainer.train = original
+        policy.PolicyTrainer.train, policy.PolicyTrainer.rollout = original_train, original_rollout
     lengths = [row["length"] + row["eos_rate"] for row in result.history]  # tokens generated, EOS included
     return {"train_seconds": timed["seconds"], "completion_tokens": sum(lengths) * COMPLETIONS,
-            "mean_completion_length": statistics.mean(lengths)}
+            "mean_completion_length": statistics.mean(lengths), "seed": seed, "prompts": drawn}
 
 
 def reward_function(paths: dict[str, Path]):
@@ -152,7 +166,9 @@ def reward_function(paths: dict[str, Path]):
     return score
 
 
-def run_trl(root: Path, paths: dict[str, Path], algorithm: str, args) -> dict:
+def run_trl(root: Path, paths: dict[str, Path], algorithm: str, args, seed: int, prompt_order: list[int]) -> dict:
+    """TRL from ``seed`` on the prompts ``prompt_order`` names, in that order (no shuffling): step k takes rows
+    k·P … k·P + P − 1 of it, P = 32 / 8 prompts, each repeated 8 times, as our loop's step k did."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -161,14 +177,15 @@ def run_trl(root: Path, paths: dict[str, Path], algorithm: str, args) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(paths["sft"])
     tokenizer.padding_side = "left"
     prompts = [r["prompt"] for r in read_jsonl(paths["data"] / "prompts_train.jsonl")]
-    dataset = Dataset.from_list([{"prompt": p} for p in prompts])
-    torch.manual_seed(0)
+    dataset = Dataset.from_list([{"prompt": prompts[i]} for i in prompt_order])
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(paths["sft"])
     common = dict(output_dir=str(root / "trl"), per_device_train_batch_size=COMPLETIONS, num_generations=GROUP,
                   max_completion_length=NEW_TOKENS, beta=BETA, learning_rate=args.lr, max_steps=args.steps,
                   gradient_checkpointing=False, bf16=False, use_cpu=not torch.cuda.is_available(), report_to=[],
-                  save_strategy="no", logging_steps=10**6, disable_tqdm=True, seed=0, temperature=1.0, top_k=0,
-                  top_p=1.0, dataloader_num_workers=0, log_completions=False, lr_scheduler_type="constant")
+                  save_strategy="no", logging_steps=10**6, disable_tqdm=True, seed=seed, temperature=1.0, top_k=0,
+                  top_p=1.0, dataloader_num_workers=0, log_completions=False, lr_scheduler_type="constant",
+                  shuffle_dataset=False)
     completion_tokens: list[int] = []
     if algorithm == "grpo":
         from trl import GRPOConfig, GRPOTrainer
@@ -182,8 +199,11 @@ def run_trl(root: Path, paths: dict[str, Path], algorithm: str, args) -> dict:
         trainer_class = RLOOTrainer
     score = reward_function(paths)
 
+    scored_prompts: list[str] = []
+
     def counted(prompts, completions, completion_ids, **kwargs):
         completion_tokens.extend(len(c) for c in completion_ids)
+        scored_prompts.extend(prompts[::GROUP])
         return score(prompts, completions, completion_ids, **kwargs)
 
     counted.__name__ = "rewardlab_rm"
@@ -192,21 +212,31 @@ def run_trl(root: Path, paths: dict[str, Path], algorithm: str, args) -> dict:
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    if scored_prompts != [prompts[i] for i in prompt_order]:
+        raise RuntimeError("TRL did not take the prompts our loop drew, in its order")
     return {"train_seconds": seconds, "completion_tokens": sum(completion_tokens),
-            "mean_completion_length": statistics.mean(completion_tokens)}
+            "mean_completion_length": statistics.mean(completion_tokens), "seed": seed,
+            "prompts": prompt_order}
 
 
 def compare(root: Path, paths: dict[str, Path], algorithm: str, peak: float, args) -> dict:
+    """Interleaved repeats; repeat r runs both sides from seed r, TRL on the prompts our loop drew in that repeat."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from rewardlab.runinfo import read_jsonl
 
     n_policy = non_embedding_parameters(AutoModelForCausalLM.from_pretrained(paths["sft"]))
     n_rm = non_embedding_parameters(AutoModelForSequenceClassification.from_pretrained(paths["rm"]))
-    prompt_tokens = statistics.mean(len(r["prompt"].split()) for r in read_jsonl(paths["data"] / "prompts_train.jsonl"))
+    prompt_words = [len(r["prompt"].split()) for r in read_jsonl(paths["data"] / "prompts_train.jsonl")]
+    ours: list[dict] = []  # interleaved runs our side first in each repeat: TRL's run follows the last of these
 
     def measured(side: str, work: Path) -> dict:
-        run = (run_rewardlab if side == "rewardlab" else run_trl)(work, paths, algorithm, args)
+        if side == "rewardlab":
+            run = run_rewardlab(work, paths, algorithm, args, seed=len(ours))
+            ours.append(run)
+        else:
+            run = run_trl(work, paths, algorithm, args, seed=ours[-1]["seed"], prompt_order=ours[-1]["prompts"])
+        prompt_tokens = statistics.mean(prompt_words[i] for i in run["prompts"])
         flops = args.steps * loop_flops(n_policy, n_rm, prompt_tokens, run["completion_tokens"] / args.steps,
                                         COMPLETIONS)
         return run | {"completions_per_second": COMPLETIONS * args.steps / run["train_seconds"],
@@ -215,13 +245,20 @@ def compare(root: Path, paths: dict[str, Path], algorithm: str, peak: float, arg
 
     runs = interleaved(root, algorithm, args.repeats, measured)
     medians = {side: statistics.median(r["train_seconds"] for r in rs) for side, rs in runs.items()}
+    paired = [t["train_seconds"] / o["train_seconds"] for o, t in zip(runs["rewardlab"], runs["trl"])]
+    per_token = [o["generated_tokens_per_second"] / t["generated_tokens_per_second"]
+                 for o, t in zip(runs["rewardlab"], runs["trl"])]
     return {"algorithm": algorithm, "runs": runs, "median_train_seconds": medians,
             "median_completions_per_second": {s: COMPLETIONS * args.steps / m for s, m in medians.items()},
+            "median_generated_tokens_per_second": {s: statistics.median(r["generated_tokens_per_second"] for r in rs)
+                                                   for s, rs in runs.items()},
             "median_fraction_of_matmul_peak": {s: statistics.median(r["fraction_of_matmul_peak"] for r in rs)
                                                for s, rs in runs.items()},
             "median_completion_length": {s: statistics.median(r["mean_completion_length"] for r in rs)
                                          for s, rs in runs.items()},
             "speedup_vs_trl": medians["trl"] / medians["rewardlab"],
+            "speedup_per_repeat": {"min": min(paired), "median": statistics.median(paired), "max": max(paired)},
+            "speedup_per_generated_token": statistics.median(per_token),
             "non_embedding_parameters": {"policy": n_policy, "reward_model": n_rm}}
 
 
@@ -252,7 +289,9 @@ def main() -> None:
     }
     write_result(args.out, result)
     print(json.dumps({r["algorithm"]: {k: r[k] for k in ("median_train_seconds", "median_completions_per_second",
-                                                          "median_fraction_of_matmul_peak", "speedup_vs_trl")}
+                                                          "median_fraction_of_matmul_peak", "median_completion_length",
+                                                          "speedup_vs_trl", "speedup_per_repeat",
+                                                          "speedup_per_generated_token")}
                       for r in results}, indent=2))
 
 
