@@ -67,7 +67,7 @@ def test_direct_gpt2_steps_give_the_models_logits_and_tokens(lm):
     cache = DynamicCache(config=lm.config)
     positions = position_ids_from_mask(mask)
     lm(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-    decoder = GPT2Decoder(lm, cache, mask, max_new_tokens=4)
+    decoder = GPT2Decoder.from_cache(lm, cache, mask, max_new_tokens=4)
     tokens, attention, position = torch.tensor([1, 2, 3, 4]), mask, positions[:, -1] + 1
     for step, keep in enumerate([None, torch.tensor([0, 2, 3]), torch.tensor([1, 2])]):
         if keep is not None:
@@ -88,6 +88,28 @@ def test_direct_gpt2_steps_give_the_models_logits_and_tokens(lm):
             drawn.append(decode(lm, ids, mask, max_new_tokens=16, temperature=1.0, eos_id=EOS, pad_id=PAD,
                                 direct_steps=direct))
         assert torch.equal(*drawn), seed
+
+
+@torch.no_grad()
+def test_direct_prompt_pass_gives_the_models_logits_keys_and_values(lm):
+    """GPT2Decoder.prefill (distinct prompts once, copied to the rows that share them) against the model's forward
+    with a cache and logits_to_keep=1, then its cache copied the same way: the same numbers bit for bit."""
+    ids, mask = pad_left(PROMPTS, PAD)
+    positions = position_ids_from_mask(mask)
+    copies = torch.tensor([0, 0, 1, 3, 3, 3, 2])
+    cache = DynamicCache(config=lm.config)
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+             logits_to_keep=1)
+    cache.batch_select_indices(copies)
+    decoder, logits = GPT2Decoder.prefill(lm, ids, mask, positions, copies, max_new_tokens=3)
+    assert torch.equal(logits, out.logits[:, -1][copies])
+    width = ids.shape[1]
+    for layer, keys, values in zip(cache.layers, decoder.keys, decoder.values, strict=True):
+        assert torch.equal(keys[:, :, :width], layer.keys) and torch.equal(values[:, :, :width], layer.values)
+    assert torch.equal(decoder.mask[:, :width], mask[copies].bool()) and decoder.padded
+    reference = GPT2Decoder.from_cache(lm, cache, mask[copies], max_new_tokens=3)
+    tokens, position = torch.arange(1, 8), positions[copies, -1] + 1
+    assert torch.equal(decoder.step(tokens, position), reference.step(tokens, position))
 
 
 def test_direct_gpt2_steps_apply_only_where_they_equal_the_forward():

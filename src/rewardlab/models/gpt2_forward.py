@@ -77,8 +77,11 @@ def supports(model: torch.nn.Module) -> bool:
 
 
 def last_hidden_state(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The final layer norm's output (B, T, H), as ``model.transformer(...).last_hidden_state`` with no cache."""
+                      attention_mask: torch.Tensor | None = None,
+                      kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    """The final layer norm's output (B, T, H), as ``model.transformer(...).last_hidden_state`` with no cache.
+    ``kv``, when given, receives each layer's keys and values (B, heads, T, head_dim): what the model's forward
+    would store in an empty cache (the lean sampler's prompt pass)."""
     from transformers.masking_utils import create_causal_mask
 
     transformer = model.transformer
@@ -92,6 +95,8 @@ def last_hidden_state(model: torch.nn.Module, input_ids: torch.Tensor, position_
         query, key, value = attn.c_attn.forward(block.ln_1.forward(hidden)).split(attn.split_size, dim=2)
         shape = (*key.shape[:-1], -1, attn.head_dim)
         key, value, query = (t.view(shape).transpose(1, 2) for t in (key, value, query))
+        if kv is not None:
+            kv.append((key, value))
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask,
                                              dropout_p=attn.attn_dropout.p if attn.training else 0.0,
                                              scale=attn.scaling, is_causal=query.shape[2] > 1 and mask is None)

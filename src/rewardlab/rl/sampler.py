@@ -18,14 +18,16 @@ random stream exactly as ``generate`` does. ``tests/test_sampler.py`` checks tok
 from __future__ import annotations
 
 import inspect
+import weakref
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from rewardlab.rl.gpt2_decode import GPT2Decoder
+from rewardlab.rl.gpt2_decode import CacheBuffer, GPT2Decoder
 from rewardlab.tensors import position_ids_from_mask
 
 COMPACT_BELOW = 0.75  # rows that ended leave the batch once fewer than this share of its rows are still going
+_CACHE_BUFFERS: weakref.WeakKeyDictionary[PreTrainedModel, CacheBuffer] = weakref.WeakKeyDictionary()  # per policy
 
 
 def _forward_keywords(model: PreTrainedModel) -> tuple[str, bool]:
@@ -54,9 +56,10 @@ def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
     """Responses (B, S) for left-padded prompts, S the number of decoding steps taken (at most
     ``max_new_tokens``; fewer when every row has ended). A row that ended holds ``pad_id`` after its EOS.
 
-    Each distinct prompt goes through the model's forward once, its cache copied to the rows that share it. Each
-    decoding step goes through ``GPT2Decoder`` when the model supports it and ``direct_steps`` is on (the same
-    numbers without the forward's per-call overhead), through the model's forward otherwise. Rows that ended
+    Each distinct prompt goes through the prompt pass once, its keys and values copied to the rows that share it.
+    The prompt pass and each decoding step go through ``GPT2Decoder`` when the model supports it and
+    ``direct_steps`` is on (the same numbers without the forward's per-call overhead), through the model's forward
+    otherwise. Rows that ended
     leave the batch when fewer than ``compact_below`` of the batch's rows are still going (1.0: at once)."""
     cache_keyword, keeps_logits = _forward_keywords(policy)
     last_only = {"logits_to_keep": 1} if keeps_logits else {}
@@ -64,15 +67,19 @@ def decode(policy: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
     device = prompt_ids.device
     was_training = policy.training
     policy.eval()
-    cache = DynamicCache(config=policy.config)
     positions = position_ids_from_mask(prompt_mask)
     distinct, copies = _unique_rows(prompt_ids, prompt_mask)
-    out = policy(input_ids=prompt_ids[distinct], attention_mask=prompt_mask[distinct],
-                 position_ids=positions[distinct], use_cache=True, **{cache_keyword: cache}, **last_only)
-    logits = out.logits[:, -1][copies]
-    cache.batch_select_indices(copies)
-    direct = GPT2Decoder(policy, cache, prompt_mask, max_new_tokens) if direct_steps and GPT2Decoder.supports(
-        policy) else None
+    direct, cache = None, None
+    if direct_steps and GPT2Decoder.supports(policy):
+        buffer = _CACHE_BUFFERS.setdefault(policy, CacheBuffer())  # one rollout of this policy at a time uses it
+        direct, logits = GPT2Decoder.prefill(policy, prompt_ids[distinct], prompt_mask[distinct], positions[distinct],
+                                             copies, max_new_tokens, buffer)
+    else:
+        cache = DynamicCache(config=policy.config)
+        out = policy(input_ids=prompt_ids[distinct], attention_mask=prompt_mask[distinct],
+                     position_ids=positions[distinct], use_cache=True, **{cache_keyword: cache}, **last_only)
+        logits = out.logits[:, -1][copies]
+        cache.batch_select_indices(copies)
     responses = torch.full((rows, max(max_new_tokens, 1)), pad_id, dtype=torch.long, device=device)
     slots = torch.arange(rows, device=device)  # the row each slot of the decoding batch holds
     going = torch.ones(rows, dtype=torch.bool, device=device)  # per slot: its row has not ended
