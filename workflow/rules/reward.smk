@@ -27,6 +27,12 @@ REWARD_SHELL = (
     " --out {params.out:q} --eval-out {params.eval_out:q} --threads {params.torch_threads}"
     " --checkpoint-every {params.every} 2> {log:q}"
 )
+# Reward models first. A reward job asks for every core of the default profile (threads 2) and the policy jobs
+# after it for one each; started late, a reward job waits for both cores to be free while the policies that
+# need its model cannot start, so one core sits idle until the other's job ends (in the algorithm study at
+# fa721b1, 65 core-seconds over four such waits). Run first, the reward jobs follow one another right after the
+# labels, and from then on every policy job is ready. Scheduling only: no output changes.
+REWARD_PRIORITY = 10
 
 if res("reward", "seeds_per_job") == 1:
 
@@ -41,6 +47,7 @@ if res("reward", "seeds_per_job") == 1:
         log:
             f"{LOGS}/reward/{{loss}}-{{noise}}-s{{seed}}.log",
         threads: res("reward", "threads")
+        priority: REWARD_PRIORITY
         resources:
             mem_mb=res("reward", "mem_mb"),
             runtime=res("reward", "runtime"),
@@ -65,6 +72,7 @@ else:  # resources.reward.seeds_per_job > 1: a job trains several seeds in one p
             log:
                 f"{LOGS}/reward/{{loss}}-{{noise}}-s{tag}.log",
             threads: res("reward", "threads")
+            priority: REWARD_PRIORITY
             resources:
                 mem_mb=res("reward", "mem_mb"),
                 runtime=res("reward", "runtime") * len(group),
