@@ -30,7 +30,7 @@ REWARD_SHELL = (
 # Reward models first. A reward job asks for every core of the default profile (threads 2) and the policy jobs
 # after it for one each; started late, a reward job waits for both cores to be free while the policies that
 # need its model cannot start, so one core sits idle until the other's job ends (in the algorithm study at
-# fa721b1, 65 core-seconds over four such waits). Run first, the reward jobs follow one another right after the
+# fa721b1, about 65 core-seconds over four such waits). Run first, the reward jobs follow one another right after the
 # labels, and from then on every policy job is ready. Scheduling only: no output changes.
 REWARD_PRIORITY = 10
 
